@@ -1,0 +1,77 @@
+//! Text cleaning before tokenisation: Unicode NFC, line endings, control characters.
+//!
+//! OpenWebText kept newspaper's extracted text as is; datatrove and dolma normalise Unicode and
+//! strip control characters. We do the safe, reversible-in-meaning subset: NFC (so "é" is one
+//! code point however the page spelled it), `\r\n`/`\r` → `\n`, and removal of C0/C1 control
+//! characters other than `\n` and `\t` (NUL bytes included). Nothing else is rewritten.
+
+use unicode_normalization::{is_nfc_quick, IsNormalized, UnicodeNormalization};
+
+/// What cleaning changed, for the manifest's counters.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CleanReport {
+    pub nfc_changed: bool,
+    pub controls_removed: bool,
+}
+
+/// Clean `text`; returns the cleaned text and what changed.
+pub fn clean(text: &str) -> (String, CleanReport) {
+    let mut report = CleanReport::default();
+    let needs_nfc = is_nfc_quick(text.chars()) != IsNormalized::Yes;
+    let nfc: std::borrow::Cow<str> = if needs_nfc {
+        let s: String = text.nfc().collect();
+        report.nfc_changed = s != text;
+        s.into()
+    } else {
+        text.into()
+    };
+    let mut out = String::with_capacity(nfc.len());
+    let mut chars = nfc.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' => {
+                if chars.peek() == Some(&'\n') {
+                    chars.next();
+                }
+                out.push('\n');
+            }
+            '\n' | '\t' => out.push(c),
+            c if c.is_control() => report.controls_removed = true,
+            c => out.push(c),
+        }
+    }
+    (out, report)
+}
+
+/// Text normalised for exact-duplicate detection: whitespace runs collapsed to one space, trimmed.
+/// Two pages that differ only in layout whitespace are the same document.
+pub fn dedup_key(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for w in text.split_whitespace() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(w);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nfc_and_controls() {
+        let (s, r) = clean("cafe\u{301}\r\nx\u{0}y\u{7}\tz\r");
+        assert_eq!(s, "caf\u{e9}\nxy\tz\n");
+        assert!(r.nfc_changed && r.controls_removed);
+        let (s, r) = clean("plain text\n");
+        assert_eq!(s, "plain text\n");
+        assert_eq!(r, CleanReport::default());
+    }
+
+    #[test]
+    fn dedup_key_ignores_layout() {
+        assert_eq!(dedup_key("  a\n\nb \t c "), dedup_key("a b c"));
+    }
+}

@@ -1,0 +1,178 @@
+//! File plumbing shared by every stage: decompressing readers chosen by extension, a byte
+//! counter for progress, and atomic writes (temporary name, fsync, rename) so that a crash
+//! never leaves a half-written file under a final name.
+
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::error::{DataError, IoContext, Result};
+
+/// Compression of an input file, from its extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+    Xz,
+    Bzip2,
+}
+
+impl Compression {
+    /// Guess from the last extension: `.gz`, `.zst`/`.zstd`, `.xz`, `.bz2`; anything else is plain.
+    pub fn from_path(path: &Path) -> Self {
+        match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+            Some("gz") => Self::Gzip,
+            Some("zst") | Some("zstd") => Self::Zstd,
+            Some("xz") => Self::Xz,
+            Some("bz2") => Self::Bzip2,
+            _ => Self::None,
+        }
+    }
+}
+
+/// The file name without its compression extension (`a.jsonl.zst` → `a.jsonl`).
+pub fn strip_compression(path: &Path) -> String {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    match Compression::from_path(path) {
+        Compression::None => name,
+        _ => name.rsplit_once('.').map(|(stem, _)| stem.to_string()).unwrap_or(name),
+    }
+}
+
+/// Counts bytes read from the underlying (compressed) file, for progress and ETA.
+pub struct CountingReader<R> {
+    inner: R,
+    count: Arc<AtomicU64>,
+}
+
+impl<R: Read> CountingReader<R> {
+    pub fn new(inner: R, count: Arc<AtomicU64>) -> Self {
+        Self { inner, count }
+    }
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// Open `path` for streaming reads, decompressing by extension. Memory stays constant:
+/// zstd's window may be up to 2 GiB (`--long=31`, as pushshift's later dumps need), which
+/// zstd allocates only when a frame asks for it. Multi-stream gzip/xz/bzip2 files are read whole.
+pub fn open_reader(path: &Path, counter: Option<Arc<AtomicU64>>) -> Result<Box<dyn BufRead + Send>> {
+    let file = File::open(path).at(path)?;
+    let counter = counter.unwrap_or_default();
+    let raw = BufReader::with_capacity(1 << 20, CountingReader::new(file, counter));
+    let reader: Box<dyn Read + Send> = match Compression::from_path(path) {
+        Compression::None => Box::new(raw),
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(raw)),
+        Compression::Zstd => {
+            let mut dec = zstd::stream::read::Decoder::with_buffer(raw).at(path)?;
+            dec.window_log_max(31).at(path)?;
+            Box::new(dec)
+        }
+        Compression::Xz => Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(raw)),
+        Compression::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(raw)),
+    };
+    Ok(Box::new(BufReader::with_capacity(1 << 20, reader)))
+}
+
+/// The temporary sibling name used while `path` is being written.
+pub fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+/// A file written under a temporary name and moved into place by [`AtomicFile::commit`].
+/// Dropped without commit, the temporary file is removed.
+pub struct AtomicFile {
+    path: PathBuf,
+    tmp: PathBuf,
+    writer: Option<io::BufWriter<File>>,
+}
+
+impl AtomicFile {
+    pub fn create(path: &Path) -> Result<Self> {
+        let tmp = tmp_path(path);
+        let file = File::create(&tmp).at(&tmp)?;
+        Ok(Self { path: path.to_path_buf(), tmp, writer: Some(io::BufWriter::with_capacity(1 << 20, file)) })
+    }
+
+    /// The final path this file will have.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Flush, fsync, rename into place and fsync the directory.
+    pub fn commit(mut self) -> Result<()> {
+        let writer = self.writer.take().expect("commit is called once");
+        let file = writer.into_inner().map_err(|e| e.into_error()).at(&self.tmp)?;
+        file.sync_all().at(&self.tmp)?;
+        drop(file);
+        fs::rename(&self.tmp, &self.path).at(&self.path)?;
+        sync_dir(&self.path)
+    }
+
+    /// Seek-free access to the underlying file (for rewriting a header before commit).
+    pub fn file_mut(&mut self) -> Result<&mut File> {
+        let w = self.writer.as_mut().expect("not committed");
+        w.flush().at(&self.tmp)?;
+        Ok(w.get_mut())
+    }
+}
+
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.writer.as_mut().expect("not committed").write(buf)
+    }
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.writer.as_mut().expect("not committed").write_all(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.writer.as_mut().expect("not committed").flush()
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if self.writer.is_some() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Write a whole file atomically.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = AtomicFile::create(path)?;
+    f.write_all(bytes).at(f.path().to_path_buf())?;
+    f.commit()
+}
+
+/// fsync the directory holding `path`, so a rename survives a power cut.
+pub fn sync_dir(path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        File::open(dir).and_then(|d| d.sync_all()).at(dir)?;
+    }
+    Ok(())
+}
+
+/// Make `dir` (and parents), naming it on failure.
+pub fn create_dir_all(dir: &Path) -> Result<()> {
+    fs::create_dir_all(dir).at(dir)
+}
+
+/// Map a `DataError::Io` from a read in the middle of a compressed stream to a clearer message.
+pub fn stream_error(path: &Path, err: io::Error, what: &str) -> DataError {
+    DataError::BadInput {
+        path: path.to_path_buf(),
+        message: format!("{what}: {err}"),
+        hint: "the file may be truncated or corrupt; re-download it, or set `on_error: skip` to keep the records read before the damage".into(),
+    }
+}

@@ -1,0 +1,381 @@
+//! Stage 1: each input file → `part-NNNNN.tokens` (uint16 tokens, EOT before each document) and
+//! `part-NNNNN.docs` (one record per document: token count, text bytes, hashes, metadata), then
+//! `part-NNNNN.json`, the completion marker, written last. Documents are processed in parallel
+//! batches whose results are collected in order.
+
+use std::fs::File;
+use std::io::{BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
+
+use super::{minhash_params, work_dir, Counts, RunOptions};
+use crate::clean::{clean, dedup_key};
+use crate::config::{PreparePlan, PrepareConfig, Utf8Policy};
+use crate::dedup::{exact_hash, MinHasher};
+use crate::error::{DataError, IoContext, Result};
+use crate::io::{write_atomic, AtomicFile};
+use crate::progress::{Progress, Snapshot};
+use crate::readers::{extract_html, Body, DocReader, Fields, Format, Record};
+use crate::reddit::url as urlcheck;
+use crate::tokenizer::{encode_ordinary, EOT};
+use crate::OnError;
+
+/// Documents are processed in batches of about this many raw bytes: big enough to keep every
+/// core busy, small enough that memory stays flat whatever the corpus size.
+const BATCH_BYTES: usize = 8 << 20;
+const BATCH_DOCS: usize = 4096;
+
+/// Seed of the split hash, different from the dedup hash so the val choice is independent of it.
+const SPLIT_SEED: u64 = 0x7661_6c5f_7370_6c69;
+
+/// The completion marker of one input's part files.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PartDone {
+    pub index: usize,
+    pub input: String,
+    pub input_bytes: u64,
+    pub input_mtime_ns: u128,
+    pub settings: String,
+    pub documents: u64,
+    pub tokens: u64,
+    pub counts: Counts,
+}
+
+/// Paths of part `i`'s files.
+pub(super) fn part_paths(out_dir: &Path, i: usize) -> (PathBuf, PathBuf, PathBuf) {
+    let w = work_dir(out_dir);
+    (w.join(format!("part-{i:05}.tokens")), w.join(format!("part-{i:05}.docs")), w.join(format!("part-{i:05}.json")))
+}
+
+/// Hash of the settings that change stage 1's output.
+fn settings_fingerprint(cfg: &PrepareConfig) -> String {
+    let s = serde_json::json!({
+        "v": env!("CARGO_PKG_VERSION"),
+        "text_field": cfg.text_field, "html_field": cfg.html_field, "min_tokens": cfg.min_tokens,
+        "drop_url_domains": cfg.drop_url_domains, "dedup": cfg.dedup, "invalid_utf8": cfg.invalid_utf8,
+        "on_error": cfg.on_error,
+    });
+    format!("{:016x}", xxh3_64(s.to_string().as_bytes()))
+}
+
+fn input_identity(path: &Path) -> Result<(u64, u128)> {
+    let md = std::fs::metadata(path).at(path)?;
+    let mtime = md.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
+    Ok((md.len(), mtime))
+}
+
+/// Identifies a whole run: every setting that changes the output plus every input's identity.
+pub(super) fn run_fingerprint(plan: &PreparePlan) -> Result<String> {
+    let mut cfg = plan.config.clone();
+    cfg.threads = 0;
+    cfg.keep_work = false;
+    let mut s = serde_json::to_string(&cfg).expect("config serialises");
+    for (p, _) in &plan.inputs {
+        let (len, mtime) = input_identity(p)?;
+        s.push_str(&format!("|{}|{len}|{mtime}", p.display()));
+    }
+    Ok(format!("{:016x}", xxh3_64(s.as_bytes())))
+}
+
+/// A document's result in stage 1.
+enum Outcome {
+    Kept { tokens: Vec<u8>, text_bytes: u64, exact: u128, split: u64, bands: Vec<u64>, meta: Option<String> },
+    Dropped(fn(&mut Counts)),
+}
+
+struct Processed {
+    outcome: Outcome,
+    /// Per-document changes, as a partial Counts.
+    changes: Counts,
+}
+
+/// Everything a worker needs, shared read-only.
+struct Ctx<'a> {
+    cfg: &'a PrepareConfig,
+    hasher: MinHasher,
+}
+
+fn process(rec: Record, ctx: &Ctx) -> Processed {
+    let mut changes = Counts::default();
+    let drop = |f: fn(&mut Counts), changes: Counts| Processed { outcome: Outcome::Dropped(f), changes };
+    let cfg = ctx.cfg;
+    // Blocked URLs first: no point extracting or tokenising a Wikipedia page.
+    if let Some(parts) = rec.url.as_deref().and_then(urlcheck::parse) {
+        if urlcheck::host_blocked(&parts.host, &cfg.drop_url_domains) {
+            return drop(|c| c.blocked_url += 1, changes);
+        }
+    }
+    let (raw, is_html) = match rec.body {
+        Body::Text(t) => (t, false),
+        Body::Html(h) => (h, true),
+        Body::InvalidUtf8 { bytes, html } => match cfg.invalid_utf8 {
+            Utf8Policy::Drop => return drop(|c| c.invalid_utf8 += 1, changes),
+            Utf8Policy::Repair => {
+                changes.utf8_repaired = 1;
+                (String::from_utf8_lossy(&bytes).into_owned(), html)
+            }
+        },
+    };
+    let text = if is_html {
+        match extract_html(&raw, rec.url.as_deref()) {
+            Some(t) => {
+                changes.html_extracted = 1;
+                t
+            }
+            None => return drop(|c| c.html_no_content += 1, changes),
+        }
+    } else {
+        raw
+    };
+    let (text, report) = clean(&text);
+    changes.nfc_changed = report.nfc_changed as u64;
+    changes.controls_removed = report.controls_removed as u64;
+    if text.trim().is_empty() {
+        return drop(|c| c.empty += 1, changes);
+    }
+    let ids = encode_ordinary(&text);
+    if (ids.len() as u64) < cfg.min_tokens {
+        return drop(|c| c.too_short += 1, changes);
+    }
+    let mut tokens = Vec::with_capacity(2 * (ids.len() + 1));
+    tokens.extend_from_slice(&(EOT as u16).to_le_bytes());
+    for id in ids {
+        // r50k ids are < 50257 < 65536, so uint16 is lossless (llm.c's format assumes it too).
+        tokens.extend_from_slice(&(id as u16).to_le_bytes());
+    }
+    let key = dedup_key(&text);
+    let bands = if cfg.dedup.near { ctx.hasher.band_keys(&text) } else { Vec::new() };
+    Processed {
+        outcome: Outcome::Kept {
+            tokens,
+            text_bytes: text.len() as u64,
+            exact: exact_hash(&key),
+            split: xxh3_64_with_seed(key.as_bytes(), SPLIT_SEED),
+            bands,
+            meta: rec.meta,
+        },
+        changes,
+    }
+}
+
+/// Run stage 1 over every input not already done. `None` if stopped early on request.
+pub(super) fn run(plan: &PreparePlan, opts: &RunOptions) -> Result<Option<Vec<PartDone>>> {
+    let cfg = &plan.config;
+    crate::io::create_dir_all(&work_dir(&cfg.out_dir))?;
+    let settings = settings_fingerprint(cfg);
+    let ctx = Ctx { cfg, hasher: MinHasher::new(minhash_params(cfg)) };
+    let total: u64 = plan.inputs.iter().map(|(p, _)| input_identity(p).map_or(0, |i| i.0)).sum();
+    let mut progress = Progress::new("prepare", total, opts.quiet);
+    let mut snap = Snapshot::default();
+    let mut done = Vec::with_capacity(plan.inputs.len());
+    for (i, (path, format)) in plan.inputs.iter().enumerate() {
+        if opts.stop_after_inputs == Some(i) {
+            return Ok(None);
+        }
+        let (len, mtime) = input_identity(path)?;
+        let (tok_p, docs_p, json_p) = part_paths(&cfg.out_dir, i);
+        if let Some(prev) = load_done(&json_p, &tok_p) {
+            if prev.input == path.display().to_string() && prev.input_bytes == len && prev.input_mtime_ns == mtime && prev.settings == settings {
+                snap.input_bytes += len;
+                snap.kept += prev.documents;
+                snap.tokens += prev.tokens;
+                done.push(prev);
+                continue;
+            }
+        }
+        let counts = process_input(path, *format, &ctx, &tok_p, &docs_p, &mut progress, &mut snap)?;
+        let part = PartDone { index: i, input: path.display().to_string(), input_bytes: len, input_mtime_ns: mtime, settings: settings.clone(), documents: counts.kept, tokens: file_tokens(&tok_p)?, counts };
+        write_atomic(&json_p, &serde_json::to_vec_pretty(&part).expect("serialises"))?;
+        done.push(part);
+    }
+    progress.finish();
+    Ok(Some(done))
+}
+
+fn file_tokens(p: &Path) -> Result<u64> {
+    Ok(std::fs::metadata(p).at(p)?.len() / 2)
+}
+
+/// A marker counts only if it parses and its tokens file has the size it claims.
+fn load_done(json: &Path, tokens: &Path) -> Option<PartDone> {
+    let d: PartDone = serde_json::from_slice(&std::fs::read(json).ok()?).ok()?;
+    (std::fs::metadata(tokens).ok()?.len() == 2 * d.tokens).then_some(d)
+}
+
+/// Read one input in batches, process each batch in parallel while the next is read, and write
+/// the kept documents in order.
+fn process_input(path: &Path, format: Format, ctx: &Ctx, tok_p: &Path, docs_p: &Path, progress: &mut Progress, snap: &mut Snapshot) -> Result<Counts> {
+    let cfg = ctx.cfg;
+    let mut counts = Counts::default();
+    let fields = Fields { text: cfg.text_field.clone(), html: cfg.html_field.clone() };
+    let mut reader = match DocReader::open(path, format, &fields) {
+        Ok(r) => r,
+        Err(e) if cfg.on_error == OnError::Skip => {
+            eprintln!("warning: skipping input: {e}");
+            counts.input_errors = 1;
+            AtomicFile::create(tok_p)?.commit()?;
+            AtomicFile::create(docs_p)?.commit()?;
+            return Ok(counts);
+        }
+        Err(e) => return Err(e),
+    };
+    let mut tok_out = AtomicFile::create(tok_p)?;
+    let mut docs_out = AtomicFile::create(docs_p)?;
+    let base_input = snap.input_bytes;
+    let mut batch = read_batch(&mut reader, cfg.on_error, &mut counts)?;
+    while !batch.records.is_empty() {
+        let records = std::mem::take(&mut batch.records);
+        let stopped = batch.stopped;
+        let (results, next) = rayon::join(
+            || records.into_par_iter().map(|r| process(r, ctx)).collect::<Vec<_>>(),
+            || if stopped { Ok(Batch::default()) } else { read_batch(&mut reader, cfg.on_error, &mut Counts::default()) },
+        );
+        for p in results {
+            counts.add(&p.changes);
+            match p.outcome {
+                Outcome::Dropped(f) => f(&mut counts),
+                Outcome::Kept { tokens, text_bytes, exact, split, bands, meta } => {
+                    counts.kept += 1;
+                    snap.tokens += tokens.len() as u64 / 2;
+                    tok_out.write_all(&tokens).at(tok_p)?;
+                    write_doc_record(&mut docs_out, docs_p, tokens.len() as u64 / 2, text_bytes, exact, split, &bands, meta.as_deref())?;
+                }
+            }
+        }
+        snap.text_bytes += batch.raw_bytes;
+        batch = next?;
+        counts.add(&batch.counts);
+        snap.kept = snap.kept.max(0);
+        snap.input_bytes = base_input + reader.consumed.load(Ordering::Relaxed);
+        progress.update(&Snapshot { kept: snap.kept + counts.kept, dropped: snap.dropped + counts.dropped(), ..*snap });
+    }
+    snap.text_bytes += batch.raw_bytes;
+    snap.kept += counts.kept;
+    snap.dropped += counts.dropped();
+    tok_out.commit()?;
+    docs_out.commit()?;
+    Ok(counts)
+}
+
+#[derive(Default)]
+struct Batch {
+    records: Vec<Record>,
+    raw_bytes: u64,
+    /// The file ended early (skip policy); no further reads.
+    stopped: bool,
+    counts: Counts,
+}
+
+fn read_batch(reader: &mut DocReader, on_error: OnError, _first: &mut Counts) -> Result<Batch> {
+    let mut b = Batch::default();
+    let mut bytes = 0usize;
+    while bytes < BATCH_BYTES && b.records.len() < BATCH_DOCS {
+        match reader.next_record() {
+            None => {
+                b.stopped = true;
+                b.counts.input_files = 1;
+                break;
+            }
+            Some(Ok(r)) => {
+                let n = match &r.body {
+                    Body::Text(t) | Body::Html(t) => t.len(),
+                    Body::InvalidUtf8 { bytes, .. } => bytes.len(),
+                };
+                bytes += n;
+                b.counts.documents += 1;
+                b.counts.raw_bytes += n as u64;
+                b.records.push(r);
+            }
+            Some(Err(e @ DataError::BadRecord { .. })) => {
+                b.counts.documents += 1;
+                b.counts.malformed += 1;
+                if on_error == OnError::Fail {
+                    return Err(e);
+                }
+                if b.counts.malformed <= 3 {
+                    eprintln!("warning: skipping record: {e}");
+                }
+            }
+            Some(Err(e)) => {
+                if on_error == OnError::Fail {
+                    return Err(e);
+                }
+                eprintln!("warning: input ends early, keeping the records before the damage: {e}");
+                b.counts.input_errors = 1;
+                b.stopped = true;
+                break;
+            }
+        }
+    }
+    b.raw_bytes = b.counts.raw_bytes;
+    Ok(b)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_doc_record(out: &mut AtomicFile, p: &Path, ntok: u64, text_bytes: u64, exact: u128, split: u64, bands: &[u64], meta: Option<&str>) -> Result<()> {
+    let mut rec = Vec::with_capacity(48 + 8 * bands.len() + meta.map_or(0, str::len));
+    rec.extend_from_slice(&(ntok as u32).to_le_bytes());
+    rec.extend_from_slice(&text_bytes.to_le_bytes());
+    rec.extend_from_slice(&exact.to_le_bytes());
+    rec.extend_from_slice(&split.to_le_bytes());
+    rec.extend_from_slice(&(bands.len() as u16).to_le_bytes());
+    for b in bands {
+        rec.extend_from_slice(&b.to_le_bytes());
+    }
+    let m = meta.unwrap_or("").as_bytes();
+    rec.extend_from_slice(&(m.len() as u32).to_le_bytes());
+    rec.extend_from_slice(m);
+    out.write_all(&rec).at(p)
+}
+
+/// One record of a `.docs` file.
+pub(super) struct DocEntry {
+    pub ntok: u64,
+    pub text_bytes: u64,
+    pub exact: u128,
+    pub split: u64,
+    pub bands: Vec<u64>,
+    pub meta: Option<String>,
+}
+
+/// Sequential reader of a `.docs` file.
+pub(super) struct DocEntries {
+    path: PathBuf,
+    r: BufReader<File>,
+}
+
+impl DocEntries {
+    pub fn open(path: &Path) -> Result<Self> {
+        Ok(Self { path: path.to_path_buf(), r: BufReader::with_capacity(1 << 20, File::open(path).at(path)?) })
+    }
+
+    pub fn next_entry(&mut self) -> Result<Option<DocEntry>> {
+        let mut head = [0u8; 4 + 8 + 16 + 8 + 2];
+        match self.r.read_exact(&mut head) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(e).at(&self.path),
+        }
+        let ntok = u32::from_le_bytes(head[0..4].try_into().expect("4")) as u64;
+        let text_bytes = u64::from_le_bytes(head[4..12].try_into().expect("8"));
+        let exact = u128::from_le_bytes(head[12..28].try_into().expect("16"));
+        let split = u64::from_le_bytes(head[28..36].try_into().expect("8"));
+        let nb = u16::from_le_bytes(head[36..38].try_into().expect("2")) as usize;
+        let mut rest = vec![0u8; 8 * nb + 4];
+        self.r.read_exact(&mut rest).at(&self.path)?;
+        let bands = rest[..8 * nb].chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8"))).collect();
+        let mlen = u32::from_le_bytes(rest[8 * nb..].try_into().expect("4")) as usize;
+        let meta = if mlen > 0 {
+            let mut m = vec![0u8; mlen];
+            self.r.read_exact(&mut m).at(&self.path)?;
+            Some(String::from_utf8(m).map_err(|_| DataError::BadInput { path: self.path.clone(), message: "corrupt work file".into(), hint: "delete the .work directory and re-run".into() })?)
+        } else {
+            None
+        };
+        Ok(Some(DocEntry { ntok, text_bytes, exact, split, bands, meta }))
+    }
+}
