@@ -1,1 +1,52 @@
-fn main() {}
+//! `gpt2`: the command line of the GPT-2 WebText reproduction. Each subcommand parses flags,
+//! resolves them into the library's settings and calls the library; nothing else lives here.
+
+mod prepare;
+mod urls;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Reproduce GPT-2's WebText pretraining: select Reddit links, prepare token shards, (soon)
+/// train, evaluate and sample.
+#[derive(Parser)]
+#[command(name = "gpt2", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Filter pushshift Reddit submission dumps into the URL list an external scraper fetches
+    /// (WebText's link selection: karma ≥ 3, no Wikipedia, no media hosts, deduplicated).
+    Urls(urls::UrlsArgs),
+    /// Turn documents (JSON lines, Parquet, .txt or .html) into GPT-2 token shards with a
+    /// held-out split: clean, filter, deduplicate, tokenise, shard (llm.c format).
+    Prepare(prepare::PrepareArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Urls(a) => urls::run(a),
+        Command::Prepare(a) => prepare::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Print `rows` as a two-column table.
+pub(crate) fn print_table(title: &str, rows: &[(String, String)]) {
+    let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+    eprintln!("{title}");
+    for (k, v) in rows {
+        eprintln!("  {k:<w$}  {v}");
+    }
+}

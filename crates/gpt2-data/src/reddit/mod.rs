@@ -60,6 +60,45 @@ impl Default for UrlFilterConfig {
     }
 }
 
+/// Why a URL string is dropped, before any karma or dedup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UrlDrop {
+    ShortUrl,
+    BadUrl,
+    BlockedDomain,
+    BlockedExtension,
+}
+
+impl UrlDrop {
+    /// The counter's name in [`UrlCounts`].
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ShortUrl => "short_url",
+            Self::BadUrl => "bad_url",
+            Self::BlockedDomain => "blocked_domain",
+            Self::BlockedExtension => "blocked_extension",
+        }
+    }
+}
+
+impl UrlFilterConfig {
+    /// The URL checks in order (length, syntax, domain, extension); the normalised URL if it passes.
+    pub fn check_url<'a>(&self, raw: &'a str) -> Result<(url::UrlParts<'a>, String), UrlDrop> {
+        if raw.chars().count() < self.min_url_chars {
+            return Err(UrlDrop::ShortUrl);
+        }
+        let parts = url::parse(raw).ok_or(UrlDrop::BadUrl)?;
+        if url::host_blocked(&parts.host, &self.blocked_domains) {
+            return Err(UrlDrop::BlockedDomain);
+        }
+        if url::extension_blocked(parts.path, &self.blocked_extensions) {
+            return Err(UrlDrop::BlockedExtension);
+        }
+        let key = url::normalize(&parts);
+        Ok((parts, key))
+    }
+}
+
 /// Per-reason counts. Every submission read lands in exactly one of the drop reasons or `passed`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UrlCounts {
@@ -93,18 +132,20 @@ pub struct UrlRow {
     pub first_seen: i64,
 }
 
-/// The fields of a pushshift submission we use; the rest are ignored.
+/// The fields of a pushshift submission we use; the rest are ignored. Types vary across years
+/// of dumps, so each field is taken as any JSON value and interpreted leniently.
 #[derive(Deserialize)]
 struct Submission {
-    url: Option<String>,
     #[serde(default)]
-    score: Option<i64>,
+    url: serde_json::Value,
     #[serde(default)]
-    is_self: Option<bool>,
+    score: serde_json::Value,
     #[serde(default)]
-    over_18: Option<bool>,
+    is_self: serde_json::Value,
     #[serde(default)]
-    subreddit: Option<String>,
+    over_18: serde_json::Value,
+    #[serde(default)]
+    subreddit: serde_json::Value,
     #[serde(default)]
     created_utc: Option<serde_json::Value>,
 }
@@ -154,12 +195,15 @@ impl UrlFilter {
                 }
             }
             lineno += 1;
+            // A blank line is counted as malformed (it is not a submission), like any bad line.
             let trimmed = line.trim_ascii();
-            if trimmed.is_empty() {
-                continue;
-            }
             self.counts.submissions += 1;
-            match serde_json::from_slice::<Submission>(trimmed) {
+            // Only a JSON object is a submission (serde would also accept an array for a struct).
+            let parsed = serde_json::from_slice::<serde_json::Value>(trimmed).and_then(|v| match v {
+                serde_json::Value::Object(_) => serde_json::from_value::<Submission>(v),
+                _ => Err(serde::de::Error::custom("not a JSON object")),
+            });
+            match parsed {
                 Ok(s) => self.add(s),
                 Err(e) => {
                     self.counts.malformed += 1;
@@ -182,41 +226,41 @@ impl UrlFilter {
 
     fn add(&mut self, s: Submission) {
         let c = &mut self.counts;
-        if s.is_self == Some(true) {
+        let t = serde_json::Value::Bool(true);
+        if s.is_self == t {
             c.self_post += 1;
             return;
         }
-        if s.over_18 == Some(true) {
+        if s.over_18 == t {
             c.over_18 += 1;
             return;
         }
-        let raw = match s.url.as_deref() {
-            Some(u) if !u.is_empty() => u,
-            _ => {
+        let raw = match &s.url {
+            serde_json::Value::String(u) if !u.is_empty() => u.as_str(),
+            serde_json::Value::Null | serde_json::Value::String(_) => {
                 c.no_url += 1;
                 return;
             }
+            _ => {
+                c.bad_url += 1;
+                return;
+            }
         };
-        if raw.chars().count() < self.cfg.min_url_chars {
-            c.short_url += 1;
-            return;
-        }
-        let Some(parts) = url::parse(raw) else {
-            c.bad_url += 1;
-            return;
+        let key = match self.cfg.check_url(raw) {
+            Ok((_, key)) => key,
+            Err(reason) => {
+                match reason {
+                    UrlDrop::ShortUrl => c.short_url += 1,
+                    UrlDrop::BadUrl => c.bad_url += 1,
+                    UrlDrop::BlockedDomain => c.blocked_domain += 1,
+                    UrlDrop::BlockedExtension => c.blocked_extension += 1,
+                }
+                return;
+            }
         };
-        if url::host_blocked(&parts.host, &self.cfg.blocked_domains) {
-            c.blocked_domain += 1;
-            return;
-        }
-        if url::extension_blocked(parts.path, &self.cfg.blocked_extensions) {
-            c.blocked_extension += 1;
-            return;
-        }
         c.passed += 1;
-        let score = s.score.unwrap_or(0);
+        let score = s.score.as_i64().or_else(|| s.score.as_f64().map(|f| f as i64)).unwrap_or(0);
         let created = created_utc(s.created_utc.as_ref());
-        let key = url::normalize(&parts);
         let g = self.groups.entry(key).or_insert_with(|| Group {
             url: raw.to_string(),
             first_seen: created,
@@ -232,7 +276,7 @@ impl UrlFilter {
         g.max_score = g.max_score.max(score);
         g.sum_score += score;
         g.n += 1;
-        if let Some(sr) = s.subreddit {
+        if let serde_json::Value::String(sr) = s.subreddit {
             if !g.subreddits.contains(&sr) {
                 g.subreddits.push(sr);
             }

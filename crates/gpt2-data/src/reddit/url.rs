@@ -61,11 +61,9 @@ pub struct UrlParts<'a> {
 /// Split an absolute `http`/`https` URL; `None` if it is not one or has no host.
 pub fn parse(url: &str) -> Option<UrlParts<'_>> {
     let (scheme, rest) = url.split_once(':')?;
-    let default_port = match scheme.to_ascii_lowercase().as_str() {
-        "http" => "80",
-        "https" => "443",
-        _ => return None,
-    };
+    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+        return None;
+    }
     let rest = rest.strip_prefix("//")?;
     // The fragment goes first: a '#' ends everything, even inside what looks like a query.
     let rest = rest.split_once('#').map_or(rest, |(r, _)| r);
@@ -81,11 +79,18 @@ pub fn parse(url: &str) -> Option<UrlParts<'_>> {
         Some((h, p)) if !p.contains(']') => (h, Some(p)),
         _ => (hostport, None),
     };
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
-    if host.is_empty() {
+    // A port must be a number that fits in 16 bits; 80 and 443 are dropped whatever the scheme
+    // (a page served on https's port through http is still the same page to a scraper).
+    let port = match port.filter(|p| !p.is_empty()) {
+        Some(p) if !p.bytes().all(|b| b.is_ascii_digit()) || p.parse::<u32>().map_or(true, |n| n > 65535) => return None,
+        Some("80") | Some("443") => None,
+        other => other,
+    };
+    let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+    let bad_char = |c: char| c.is_whitespace() || c.is_control() || "<>\"`{}|\\^%".contains(c);
+    if host.is_empty() || host.chars().any(bad_char) {
         return None;
     }
-    let port = port.filter(|p| !p.is_empty() && *p != default_port);
     Some(UrlParts { host, port, path, query })
 }
 
@@ -185,6 +190,9 @@ mod tests {
         assert_ne!(norm("http://example.com/a?id=1"), norm("http://example.com/a?id=2"));
         assert_eq!(norm("http://example.com:8080/a"), "example.com:8080/a");
         assert_eq!(norm("https://example.com:443/a"), "example.com/a");
+        assert_eq!(norm("http://example.com:443/a"), "example.com/a");
+        assert!(parse("http://example.com:http/a").is_none());
+        assert!(parse("http://exa mple.com/a").is_none());
         assert_eq!(norm("http://user:pw@example.com/a"), "example.com/a");
         assert_eq!(norm("http://example.com/a%2fb"), "example.com/a%2Fb");
         assert_eq!(norm("http://example.com/caf%C3%A9"), "example.com/caf%C3%A9");
