@@ -226,13 +226,14 @@ fn process_input(path: &Path, format: Format, ctx: &Ctx, tok_p: &Path, docs_p: &
     let mut tok_out = AtomicFile::create(tok_p)?;
     let mut docs_out = AtomicFile::create(docs_p)?;
     let base_input = snap.input_bytes;
-    let mut batch = read_batch(&mut reader, cfg.on_error, &mut counts)?;
+    let mut batch = read_batch(&mut reader, cfg.on_error)?;
+    counts.add(&batch.counts);
     while !batch.records.is_empty() {
         let records = std::mem::take(&mut batch.records);
         let stopped = batch.stopped;
         let (results, next) = rayon::join(
             || records.into_par_iter().map(|r| process(r, ctx)).collect::<Vec<_>>(),
-            || if stopped { Ok(Batch::default()) } else { read_batch(&mut reader, cfg.on_error, &mut Counts::default()) },
+            || if stopped { Ok(Batch::default()) } else { read_batch(&mut reader, cfg.on_error) },
         );
         for p in results {
             counts.add(&p.changes);
@@ -249,11 +250,9 @@ fn process_input(path: &Path, format: Format, ctx: &Ctx, tok_p: &Path, docs_p: &
         snap.text_bytes += batch.raw_bytes;
         batch = next?;
         counts.add(&batch.counts);
-        snap.kept = snap.kept.max(0);
         snap.input_bytes = base_input + reader.consumed.load(Ordering::Relaxed);
         progress.update(&Snapshot { kept: snap.kept + counts.kept, dropped: snap.dropped + counts.dropped(), ..*snap });
     }
-    snap.text_bytes += batch.raw_bytes;
     snap.kept += counts.kept;
     snap.dropped += counts.dropped();
     tok_out.commit()?;
@@ -270,7 +269,7 @@ struct Batch {
     counts: Counts,
 }
 
-fn read_batch(reader: &mut DocReader, on_error: OnError, _first: &mut Counts) -> Result<Batch> {
+fn read_batch(reader: &mut DocReader, on_error: OnError) -> Result<Batch> {
     let mut b = Batch::default();
     let mut bytes = 0usize;
     while bytes < BATCH_BYTES && b.records.len() < BATCH_DOCS {
