@@ -13,6 +13,7 @@ pub mod error;
 pub mod io;
 pub mod loader;
 pub mod prepare;
+pub mod pretokenize;
 pub mod progress;
 pub mod readers;
 pub mod reddit;

@@ -16,8 +16,14 @@ pub fn gpt2() -> &'static CoreBPE {
     tiktoken_rs::r50k_base_singleton()
 }
 
-/// Token ids of `text`, with special-token strings treated as plain text.
+/// Token ids of `text`, with special-token strings treated as plain text. Uses the fast
+/// pre-tokeniser in [`crate::pretokenize`]; ids equal tiktoken's (tested).
 pub fn encode_ordinary(text: &str) -> Vec<u32> {
+    crate::pretokenize::encode_ordinary_fast(text)
+}
+
+/// tiktoken-rs's own `encode_ordinary` (regex split), the reference for the fast path.
+pub fn encode_ordinary_reference(text: &str) -> Vec<u32> {
     gpt2().encode_ordinary(text)
 }
 

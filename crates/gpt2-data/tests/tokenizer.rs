@@ -55,6 +55,15 @@ fn ids_equal_python_tiktoken() {
 }
 
 #[test]
+fn fast_path_equals_tiktoken_rs_on_the_whole_sample_corpus() {
+    // 237 documents, ~12 MB of real prose with curly quotes, dashes, numbers and tables.
+    for d in sample_docs() {
+        let text = d["text"].as_str().unwrap();
+        assert_eq!(encode_ordinary(text), gpt2_data::tokenizer::encode_ordinary_reference(text), "{}", d["id"]);
+    }
+}
+
+#[test]
 fn prepared_shards_hold_the_reference_ids() {
     // The first sample documents, prepared without dedup/split surprises: each document's tokens
     // in the shard must be EOT followed by tiktoken's ids for its (already clean) text.

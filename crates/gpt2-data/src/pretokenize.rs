@@ -1,0 +1,190 @@
+//! A hand-written GPT-2 pre-tokeniser plus a piece cache: the fast path of [`crate::tokenizer`].
+//!
+//! tiktoken (Python and tiktoken-rs alike) spends most of its time in `fancy_regex` matching
+//! GPT-2's split pattern
+//! `'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s`.
+//! This module walks the text once, classifying characters with the very Unicode tables the
+//! regex uses (taken from `regex-syntax`, so the Unicode version cannot drift), and yields the
+//! same pieces. Each piece is then looked up in a per-thread cache of piece → ids; a miss asks
+//! tiktoken (`encode_ordinary` on the piece alone, which splits to the piece itself). Ids are
+//! identical to tiktoken's; the tests compare on real text and on edge cases.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use regex_syntax::hir::{Class, HirKind};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Cat {
+    Letter,
+    Number,
+    Space,
+    Other,
+}
+
+/// Sorted, disjoint code-point ranges of one class.
+struct Ranges(Vec<(u32, u32)>);
+
+impl Ranges {
+    fn from_pattern(pattern: &str) -> Self {
+        let hir = regex_syntax::Parser::new().parse(pattern).expect("static pattern");
+        let HirKind::Class(Class::Unicode(cls)) = hir.kind() else { panic!("{pattern} is a Unicode class") };
+        Self(cls.ranges().iter().map(|r| (r.start() as u32, r.end() as u32)).collect())
+    }
+
+    fn contains(&self, c: u32) -> bool {
+        let i = self.0.partition_point(|r| r.1 < c);
+        i < self.0.len() && self.0[i].0 <= c
+    }
+}
+
+struct Tables {
+    letter: Ranges,
+    number: Ranges,
+    space: Ranges,
+    /// Categories of code points below 0x800 (Latin, Greek, Cyrillic, …), looked up directly.
+    low: Vec<Cat>,
+}
+
+fn tables() -> &'static Tables {
+    static T: OnceLock<Tables> = OnceLock::new();
+    T.get_or_init(|| {
+        let (letter, number, space) = (Ranges::from_pattern(r"\p{L}"), Ranges::from_pattern(r"\p{N}"), Ranges::from_pattern(r"\s"));
+        let slow = |c: u32| {
+            if letter.contains(c) {
+                Cat::Letter
+            } else if number.contains(c) {
+                Cat::Number
+            } else if space.contains(c) {
+                Cat::Space
+            } else {
+                Cat::Other
+            }
+        };
+        let low = (0..0x800).map(slow).collect();
+        Tables { letter, number, space, low }
+    })
+}
+
+fn cat(t: &Tables, c: char) -> Cat {
+    let u = c as u32;
+    if u < 0x800 {
+        return t.low[u as usize];
+    }
+    if t.letter.contains(u) {
+        Cat::Letter
+    } else if t.number.contains(u) {
+        Cat::Number
+    } else if t.space.contains(u) {
+        Cat::Space
+    } else {
+        Cat::Other
+    }
+}
+
+/// Call `f` with each piece of `text`, in order, exactly as GPT-2's regex splits it.
+pub fn split(text: &str, mut f: impl FnMut(&str)) {
+    let t = tables();
+    let chars: Vec<(usize, char, Cat)> = text.char_indices().map(|(i, c)| (i, c, cat(t, c))).collect();
+    let n = chars.len();
+    let at = |k: usize| if k < n { chars[k].0 } else { text.len() };
+    let run = |mut k: usize, want: Cat| {
+        while k < n && chars[k].2 == want {
+            k += 1;
+        }
+        k
+    };
+    let mut i = 0;
+    while i < n {
+        let (_, c, k) = chars[i];
+        // 1. Contractions, case-sensitive: 's 't 'd 'm 'll 've 're.
+        if c == '\'' && i + 1 < n {
+            let c1 = chars[i + 1].1;
+            let c2 = if i + 2 < n { chars[i + 2].1 } else { '\0' };
+            let len = match (c1, c2) {
+                ('s' | 'd' | 'm' | 't', _) => 2,
+                ('l', 'l') | ('v', 'e') | ('r', 'e') => 3,
+                _ => 0,
+            };
+            if len > 0 {
+                f(&text[at(i)..at(i + len)]);
+                i += len;
+                continue;
+            }
+        }
+        // 2–4. An optional literal space, then a run of letters, numbers or "other".
+        let (start, body) = if c == ' ' && i + 1 < n && chars[i + 1].2 != Cat::Space { (i, i + 1) } else { (i, i) };
+        let bk = chars[body].2;
+        if bk != Cat::Space {
+            let end = run(body, bk);
+            f(&text[at(start)..at(end)]);
+            i = end;
+            continue;
+        }
+        debug_assert_eq!(k, Cat::Space);
+        // 5–7. Whitespace: all of it at the end of the text; otherwise all but the last
+        // character (which then prefixes the next piece), or a single character.
+        let end = run(i, Cat::Space);
+        let stop = if end == n || end - i == 1 { end } else { end - 1 };
+        f(&text[at(i)..at(stop)]);
+        i = stop;
+    }
+}
+
+/// Bound on cached pieces per thread; the cache is cleared when it fills (web text has a long
+/// tail of rare pieces).
+const CACHE_MAX: usize = 1 << 20;
+
+thread_local! {
+    static CACHE: RefCell<HashMap<Box<str>, Box<[u32]>>> = RefCell::new(HashMap::new());
+}
+
+/// GPT-2 ids of `text`, equal to tiktoken's `encode_ordinary`.
+pub fn encode_ordinary_fast(text: &str) -> Vec<u32> {
+    let bpe = crate::tokenizer::gpt2();
+    let mut out = Vec::with_capacity(text.len() / 4 + 1);
+    CACHE.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        split(text, |piece| {
+            if let Some(ids) = cache.get(piece) {
+                out.extend_from_slice(ids);
+                return;
+            }
+            let ids = bpe.encode_ordinary(piece);
+            out.extend_from_slice(&ids);
+            if cache.len() >= CACHE_MAX {
+                cache.clear();
+            }
+            cache.insert(piece.into(), ids.into_boxed_slice());
+        });
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pieces(s: &str) -> Vec<String> {
+        let mut v = Vec::new();
+        split(s, |p| v.push(p.to_string()));
+        v
+    }
+
+    #[test]
+    fn splits_like_the_regex() {
+        assert_eq!(pieces("Hello world"), ["Hello", " world"]);
+        assert_eq!(pieces("don't  stop\n\n x  "), ["don", "'t", " ", " stop", "\n\n", " x", "  "]);
+        assert_eq!(pieces("it's 'S 123abc ?!'s"), ["it", "'s", " '", "S", " 123", "abc", " ?!'", "s"]);
+        assert_eq!(pieces("a\tb"), ["a", "\t", "b"]);
+    }
+
+    #[test]
+    fn ids_equal_tiktoken_on_tricky_text() {
+        let cases = ["", " ", "  ", "a  b\n\n\nc   ", "naïve café ½ ٣ 中文字 🎉👍🏽", "x\u{a0}y\u{2028}z", "'ll've're'd", "<|endoftext|>", "\r\n\r\n", " \n", "1,000,000.5"];
+        for c in cases {
+            assert_eq!(encode_ordinary_fast(c), crate::tokenizer::gpt2().encode_ordinary(c), "{c:?}");
+        }
+    }
+}
