@@ -44,6 +44,8 @@ run_prepare() { # threads
 read -r P1 M1 < <(run_prepare 1)
 read -r P2 M2 < <(run_prepare 2)
 cmp -s "$WORK/out1/bench_train_000000.bin" "$WORK/out2/bench_train_000000.bin" && SAME=yes || SAME=NO
+DEDUP=$(python3 -c "import json; m=json.load(open('$WORK/out2/manifest.json')); print(f\"{m['dedup_index_bytes_per_document']:.0f} bytes/document ({m['counts']['documents']} documents)\")")
+LOAD=$(cut -d' ' -f1 /proc/loadavg)
 
 bash experiments/setup_tiktoken.sh >/dev/null
 export TIKTOKEN_CACHE_DIR="$ROOT/experiments/.tiktoken-cache"
@@ -71,5 +73,6 @@ COMMIT=$(git rev-parse --short HEAD)$(git diff --quiet || echo "+dirty")
   echo "| Python tiktoken 0.14 encode_ordinary, 1 thread (tokenise only) | $T1 | $(mbs $T1) | |"
   echo "| Python tiktoken encode_ordinary_batch, 2 threads (tokenise only) | $T2 | $(mbs $T2) | |"
   echo
+  echo "Load average before the runs: $LOAD. Dedup index: $DEDUP (peak RSS includes it)."
   echo "Shards identical for 1 and 2 threads: $SAME. Ratio prepare(2 threads) / tiktoken(1 thread): $(python3 -c "print(f'{$T1/$P2:.2f}')")×."
 } | tee -a experiments/RESULTS-data.md

@@ -178,12 +178,18 @@ pub fn run_prepare(plan: &PreparePlan, opts: &RunOptions) -> Result<Manifest> {
         }
     }
     let pool = rayon::ThreadPoolBuilder::new().num_threads(cfg.threads).build().map_err(|e| DataError::Loader(format!("thread pool: {e}")))?;
+    let t1 = std::time::Instant::now();
     let parts = pool.install(|| stage1::run(plan, opts))?;
+    let stage1_secs = t1.elapsed().as_secs_f64();
     let Some(parts) = parts else {
         // Stopped early on request (tests): leave the work directory as a crash would.
         return Err(DataError::Loader("stopped after the requested number of inputs".into()));
     };
+    let t2 = std::time::Instant::now();
     let manifest = stage2::run(plan, &parts, fingerprint)?;
+    if !opts.quiet {
+        eprintln!("stage 1 (read, clean, tokenise, hash) {stage1_secs:.2} s; stage 2 (dedup, split, write shards) {:.2} s", t2.elapsed().as_secs_f64());
+    }
     if !cfg.keep_work {
         let _ = std::fs::remove_dir_all(work_dir(&cfg.out_dir));
     }
