@@ -1,0 +1,478 @@
+//! GPT-2 in Burn, top to bottom in nanoGPT's reading order (`model.py`): helpers →
+//! CausalSelfAttention → Mlp → Block → Gpt2. Field names are GPT-2's own (`wte`, `wpe`, `h`,
+//! `ln_1`, `attn.c_attn`, `attn.c_proj`, `ln_2`, `mlp.c_fc`, `mlp.c_proj`, `ln_f`) so HF/OpenAI
+//! weights map one to one (Burn's LayerNorm calls weight/bias `gamma`/`beta`).
+//!
+//! Sources: Radford et al. 2019 (GPT-2), OpenAI `gpt-2/src/model.py`, karpathy/nanoGPT
+//! `model.py`, HF `modeling_gpt2.py`. Pre-LayerNorm blocks, a final `ln_f`, biases everywhere,
+//! tanh-approximate GELU, MLP width 4·C, LM head tied to `wte`.
+//!
+//! **Initialisation** (this project's stated choice, see GPT2-REFERENCE.md "Ours"): wte ~
+//! N(0, 0.02) (OpenAI/nanoGPT), wpe ~ N(0, 0.01) (OpenAI `model.py`), every Linear weight ~
+//! N(0, 0.02), except `attn.c_proj` and `mlp.c_proj` ~ N(0, 0.02/√(2·n_layer)) (GPT-2 paper §2.3's
+//! residual scaling as nanoGPT/llm.c implement it: two residual adds per block), all biases 0,
+//! LayerNorm weight 1 and bias 0. Burn's default initialisers (Kaiming uniform for Linear,
+//! N(0, 1) for Embedding) are not used anywhere. Parameters are drawn eagerly, in a fixed order,
+//! right after `device.seed(seed)`, so the same seed gives the same model.
+//!
+//! **Precision**: parameters are f32. With `compute_dtype` bf16/f16 the weights and activations
+//! are cast around every matmul and the attention op, and cast back to f32 afterwards; the
+//! residual stream, LayerNorm, GELU, softmax of the loss stay f32.
+//!
+//! **Dropout**: `config.dropout` applies after the embedding sum and on the outputs of
+//! `attn.c_proj` and `mlp.c_proj` (residual dropout). Burn's attention op has no dropout, so
+//! there is no dropout on the attention weights (HF's `attn_pdrop`). Dropout only acts on an
+//! autodiff device with the module in training mode.
+
+use burn::module::{Module, Param};
+use burn::nn::{Dropout, DropoutConfig, Embedding, Gelu, LayerNorm, LayerNormConfig, Linear};
+use burn::tensor::activation::log_softmax;
+use burn::tensor::module::{attention, linear};
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Device, Distribution, FloatDType, Int, Tensor};
+
+use crate::config::{ComputeDtype, Gpt2Config};
+use crate::error::Result;
+
+/// Std of wte and of every Linear weight (OpenAI `model.py`, nanoGPT).
+pub const INIT_STD: f64 = 0.02;
+/// Std of wpe (OpenAI `model.py`: `tf.random_normal_initializer(stddev=0.01)`).
+pub const INIT_STD_WPE: f64 = 0.01;
+
+impl ComputeDtype {
+    /// The dtype to cast to around matmuls, or `None` for the plain f32 path (no casts at all).
+    pub fn cast_dtype(self) -> Option<FloatDType> {
+        match self {
+            ComputeDtype::F32 => None,
+            ComputeDtype::Bf16 => Some(FloatDType::BF16),
+            ComputeDtype::F16 => Some(FloatDType::F16),
+        }
+    }
+}
+
+/// `x·W + b` at `dtype` (weights and input cast, result cast back to f32); plain f32 when `None`.
+fn linear_at<const D: usize>(layer: &Linear, x: Tensor<D>, dtype: Option<FloatDType>) -> Tensor<D> {
+    match dtype {
+        None => layer.forward(x),
+        Some(dt) => linear(
+            x.cast(dt),
+            layer.weight.val().cast(dt),
+            layer.bias.as_ref().map(|b| b.val().cast(dt)),
+        )
+        .cast(FloatDType::F32),
+    }
+}
+
+fn normal_param<const D: usize>(shape: [usize; D], std: f64, device: &Device) -> Param<Tensor<D>> {
+    Param::from_tensor(Tensor::random(shape, Distribution::Normal(0.0, std), device))
+}
+
+/// A Linear `[d_in, d_out]` with weight ~ N(0, std) and zero bias (Burn's LinearConfig would
+/// draw the bias from the same initializer as the weight, so it is built by hand).
+fn gpt2_linear(d_in: usize, d_out: usize, std: f64, device: &Device) -> Linear {
+    Linear {
+        weight: normal_param([d_in, d_out], std, device),
+        bias: Some(Param::from_tensor(Tensor::zeros([d_out], device))),
+    }
+}
+
+/// The key/value cache of one attention layer: `[B, n_head, T_past, head_dim]` each.
+#[derive(Debug, Clone, Default)]
+pub struct LayerKv {
+    /// Keys and values seen so far, `None` before the first step.
+    pub kv: Option<(Tensor<4>, Tensor<4>)>,
+}
+
+/// Key/value caches of all layers plus the number of positions already processed.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    /// One entry per block.
+    pub layers: Vec<LayerKv>,
+    /// Positions already in the cache (the position of the next token).
+    pub len: usize,
+}
+
+impl KvCache {
+    /// An empty cache for `n_layer` blocks.
+    pub fn new(n_layer: usize) -> Self {
+        Self {
+            layers: vec![LayerKv::default(); n_layer],
+            len: 0,
+        }
+    }
+
+    /// Forgets everything (next token is position 0 again).
+    pub fn clear(&mut self) {
+        self.layers.iter_mut().for_each(|l| l.kv = None);
+        self.len = 0;
+    }
+}
+
+/// Multi-head causal self-attention with a fused q,k,v projection.
+#[derive(Module, Debug)]
+pub struct CausalSelfAttention {
+    /// Fused q,k,v projection, weight `[C, 3C]` (HF Conv1D layout).
+    pub c_attn: Linear,
+    /// Output projection, weight `[C, C]`.
+    pub c_proj: Linear,
+    /// Residual dropout on the output.
+    pub resid_dropout: Dropout,
+    /// Number of heads.
+    pub n_head: usize,
+    #[module(skip)]
+    compute_dtype: ComputeDtype,
+}
+
+impl CausalSelfAttention {
+    fn new(config: &Gpt2Config, device: &Device) -> Self {
+        let c = config.n_embd;
+        let proj_std = INIT_STD / (2.0 * config.n_layer as f64).sqrt();
+        Self {
+            c_attn: gpt2_linear(c, 3 * c, INIT_STD, device),
+            c_proj: gpt2_linear(c, c, proj_std, device),
+            resid_dropout: DropoutConfig::new(config.dropout).init(),
+            n_head: config.n_head,
+            compute_dtype: config.compute_dtype,
+        }
+    }
+
+    /// # Shapes
+    /// - `x`: `[B, T, C]`; with a cache, its k/v grow from `[B, nh, T_past, hd]` to
+    ///   `[B, nh, T_past + T, hd]` and queries attend to all past keys (causal mask aligned at the
+    ///   bottom right, as Burn's `is_causal` does).
+    /// - output: `[B, T, C]`
+    pub fn forward(&self, x: Tensor<3>, cache: Option<&mut LayerKv>) -> Tensor<3> {
+        let [b, t, c] = x.dims();
+        let (nh, hd) = (self.n_head, c / self.n_head);
+        let dt = self.compute_dtype.cast_dtype();
+        let qkv = linear_at(&self.c_attn, x, dt); // (B, T, 3C)
+        let head = |i: usize| {
+            qkv.clone()
+                .narrow(2, i * c, c) // (B, T, C)
+                .reshape([b, t, nh, hd])
+                .swap_dims(1, 2) // (B, nh, T, hd)
+        };
+        let (q, mut k, mut v) = (head(0), head(1), head(2));
+        if let Some(cache) = cache {
+            if let Some((past_k, past_v)) = cache.kv.take() {
+                k = Tensor::cat(vec![past_k, k], 2); // (B, nh, T_past + T, hd)
+                v = Tensor::cat(vec![past_v, v], 2);
+            }
+            cache.kv = Some((k.clone(), v.clone()));
+        }
+        let options = AttentionModuleOptions {
+            scale: Some(1.0 / (hd as f64).sqrt()),
+            softcap: None,
+            is_causal: true,
+        };
+        let y = match dt {
+            None => attention(q, k, v, None, None, options),
+            Some(d) => attention(q.cast(d), k.cast(d), v.cast(d), None, None, options)
+                .cast(FloatDType::F32),
+        }; // (B, nh, T, hd)
+        let y = y.swap_dims(1, 2).reshape([b, t, c]); // (B, T, C): heads side by side
+        self.resid_dropout.forward(linear_at(&self.c_proj, y, dt))
+    }
+}
+
+/// The position-wise MLP: `c_fc` (C → 4C), tanh-approximate GELU, `c_proj` (4C → C).
+#[derive(Module, Debug)]
+pub struct Mlp {
+    /// Expansion, weight `[C, 4C]`.
+    pub c_fc: Linear,
+    /// GELU with the tanh approximation (GPT-2's `gelu`, HF's `gelu_new`).
+    pub gelu: Gelu,
+    /// Projection back, weight `[4C, C]`.
+    pub c_proj: Linear,
+    /// Residual dropout on the output.
+    pub dropout: Dropout,
+    #[module(skip)]
+    compute_dtype: ComputeDtype,
+}
+
+impl Mlp {
+    fn new(config: &Gpt2Config, device: &Device) -> Self {
+        let c = config.n_embd;
+        let proj_std = INIT_STD / (2.0 * config.n_layer as f64).sqrt();
+        Self {
+            c_fc: gpt2_linear(c, 4 * c, INIT_STD, device),
+            gelu: Gelu::new_approximate(),
+            c_proj: gpt2_linear(4 * c, c, proj_std, device),
+            dropout: DropoutConfig::new(config.dropout).init(),
+            compute_dtype: config.compute_dtype,
+        }
+    }
+
+    /// # Shapes
+    /// - `x`: `[B, T, C]` → output `[B, T, C]`
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let dt = self.compute_dtype.cast_dtype();
+        let h = linear_at(&self.c_fc, x, dt); // (B, T, 4C)
+        let h = self.gelu.forward(h); // f32
+        self.dropout.forward(linear_at(&self.c_proj, h, dt)) // (B, T, C)
+    }
+}
+
+/// A pre-LayerNorm transformer block: `x + attn(ln_1(x))`, then `x + mlp(ln_2(x))`.
+#[derive(Module, Debug)]
+pub struct Block {
+    /// LayerNorm before attention.
+    pub ln_1: LayerNorm,
+    /// Causal self-attention.
+    pub attn: CausalSelfAttention,
+    /// LayerNorm before the MLP.
+    pub ln_2: LayerNorm,
+    /// The MLP.
+    pub mlp: Mlp,
+}
+
+impl Block {
+    fn new(config: &Gpt2Config, device: &Device) -> Self {
+        let ln = || {
+            LayerNormConfig::new(config.n_embd)
+                .with_epsilon(config.layer_norm_epsilon)
+                .init(device) // weight 1, bias 0
+        };
+        let ln_1 = ln();
+        let attn = CausalSelfAttention::new(config, device);
+        let ln_2 = ln();
+        let mlp = Mlp::new(config, device);
+        Self { ln_1, attn, ln_2, mlp }
+    }
+
+    /// Assembles a block from loaded layers (used by the HF importer; no random draws).
+    pub(crate) fn from_parts(
+        config: &Gpt2Config,
+        ln_1: LayerNorm,
+        c_attn: Linear,
+        attn_c_proj: Linear,
+        ln_2: LayerNorm,
+        c_fc: Linear,
+        mlp_c_proj: Linear,
+    ) -> Self {
+        let dropout = || DropoutConfig::new(config.dropout).init();
+        Self {
+            ln_1,
+            attn: CausalSelfAttention {
+                c_attn,
+                c_proj: attn_c_proj,
+                resid_dropout: dropout(),
+                n_head: config.n_head,
+                compute_dtype: config.compute_dtype,
+            },
+            ln_2,
+            mlp: Mlp {
+                c_fc,
+                gelu: Gelu::new_approximate(),
+                c_proj: mlp_c_proj,
+                dropout: dropout(),
+                compute_dtype: config.compute_dtype,
+            },
+        }
+    }
+
+    /// # Shapes
+    /// - `x`: `[B, T, C]` → output `[B, T, C]`
+    pub fn forward(&self, x: Tensor<3>, cache: Option<&mut LayerKv>) -> Tensor<3> {
+        let x = x.clone() + self.attn.forward(self.ln_1.forward(x), cache);
+        x.clone() + self.mlp.forward(self.ln_2.forward(x))
+    }
+}
+
+/// The GPT-2 language model (HF's `GPT2LMHeadModel`): embeddings, `n_layer` blocks, `ln_f`, and
+/// an LM head that reuses `wte.weight` (tied; one parameter, gradients from both uses add up).
+#[derive(Module, Debug)]
+pub struct Gpt2 {
+    /// Token embedding `[vocab_size, C]`; also the (transposed) LM head.
+    pub wte: Embedding,
+    /// Learned position embedding `[block_size, C]`.
+    pub wpe: Embedding,
+    /// Dropout on the embedding sum.
+    pub drop: Dropout,
+    /// The transformer blocks.
+    pub h: Vec<Block>,
+    /// Final LayerNorm.
+    pub ln_f: LayerNorm,
+    #[module(skip)]
+    config: Gpt2Config,
+}
+
+impl Gpt2 {
+    /// Builds a freshly initialised model (see the module docs for the init) on `device`.
+    /// Seeds the device RNG with `seed` first, so the same seed gives bit-identical weights.
+    pub fn new(config: &Gpt2Config, device: &Device, seed: u64) -> Result<Self> {
+        config.validate()?;
+        device.seed(seed);
+        let (v, t, c) = (config.vocab_size, config.block_size, config.n_embd);
+        let wte = Embedding {
+            weight: normal_param([v, c], INIT_STD, device),
+        };
+        let wpe = Embedding {
+            weight: normal_param([t, c], INIT_STD_WPE, device),
+        };
+        let h = (0..config.n_layer)
+            .map(|_| Block::new(config, device))
+            .collect();
+        let ln_f = LayerNormConfig::new(c)
+            .with_epsilon(config.layer_norm_epsilon)
+            .init(device);
+        Ok(Self {
+            wte,
+            wpe,
+            drop: DropoutConfig::new(config.dropout).init(),
+            h,
+            ln_f,
+            config: config.clone(),
+        })
+    }
+
+    /// Assembles a model from already-built parts (used by the HF importer).
+    pub(crate) fn from_parts(
+        config: Gpt2Config,
+        wte: Embedding,
+        wpe: Embedding,
+        h: Vec<Block>,
+        ln_f: LayerNorm,
+    ) -> Self {
+        Self {
+            wte,
+            wpe,
+            drop: DropoutConfig::new(config.dropout).init(),
+            h,
+            ln_f,
+            config,
+        }
+    }
+
+    /// The architecture this model was built with.
+    pub fn config(&self) -> &Gpt2Config {
+        &self.config
+    }
+
+    /// The device the parameters live on.
+    pub fn device(&self) -> Device {
+        self.wte.weight.val().device()
+    }
+
+    /// Exact parameter count of this module (tied embedding counted once, since it is one
+    /// parameter); equals `config().num_params()`.
+    pub fn num_params(&self) -> usize {
+        Module::num_params(self)
+    }
+
+    /// Training FLOPs per token, see [`Gpt2Config::flops_per_token`].
+    pub fn flops_per_token(&self, seq_len: usize) -> u64 {
+        self.config.flops_per_token(seq_len)
+    }
+
+    /// Full forward pass.
+    ///
+    /// # Shapes
+    /// - `tokens`: `[B, T]` token ids, `T <= block_size`
+    /// - output: logits `[B, T, vocab_size]` (f32)
+    ///
+    /// # Panics
+    /// If `T > block_size` (positions beyond the learned table do not exist).
+    pub fn forward(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
+        self.forward_from(tokens, 0, None)
+    }
+
+    /// Incremental forward: processes `tokens` as the positions right after those in `cache`
+    /// and appends their keys/values to it. Logits equal those of [`Gpt2::forward`] on the whole
+    /// sequence at the same positions.
+    ///
+    /// # Shapes
+    /// - `tokens`: `[B, T_new]`, `cache.len + T_new <= block_size`
+    /// - output: logits `[B, T_new, vocab_size]`
+    pub fn forward_cached(&self, tokens: Tensor<2, Int>, cache: &mut KvCache) -> Tensor<3> {
+        let offset = cache.len;
+        let [_, t] = tokens.dims();
+        let logits = self.forward_from(tokens, offset, Some(&mut cache.layers));
+        cache.len += t;
+        logits
+    }
+
+    fn forward_from(
+        &self,
+        tokens: Tensor<2, Int>,
+        offset: usize,
+        caches: Option<&mut Vec<LayerKv>>,
+    ) -> Tensor<3> {
+        let [_, t] = tokens.dims();
+        assert!(
+            offset + t <= self.config.block_size,
+            "sequence of {} positions exceeds block_size {}",
+            offset + t,
+            self.config.block_size
+        );
+        let device = tokens.device();
+        let pos = Tensor::<1, Int>::arange(offset as i64..(offset + t) as i64, &device)
+            .reshape([1, t]); // (1, T)
+        let tok_emb = self.wte.forward(tokens); // (B, T, C)
+        let pos_emb = self.wpe.forward(pos); // (1, T, C)
+        let mut x = self.drop.forward(tok_emb + pos_emb);
+        match caches {
+            Some(caches) => {
+                assert_eq!(caches.len(), self.h.len(), "KV cache has the wrong layer count");
+                for (block, cache) in self.h.iter().zip(caches.iter_mut()) {
+                    x = block.forward(x, Some(cache));
+                }
+            }
+            None => {
+                for block in &self.h {
+                    x = block.forward(x, None);
+                }
+            }
+        }
+        self.lm_head(self.ln_f.forward(x))
+    }
+
+    /// The tied LM head: `x · wteᵀ`.
+    ///
+    /// # Shapes
+    /// - `x`: `[B, T, C]` → logits `[B, T, vocab_size]`
+    pub fn lm_head(&self, x: Tensor<3>) -> Tensor<3> {
+        let [b, t, c] = x.dims();
+        let w = self.wte.weight.val(); // (V, C)
+        let [v, _] = w.dims();
+        let x = x.reshape([b * t, c]);
+        let logits = match self.config.compute_dtype.cast_dtype() {
+            None => x.matmul(w.transpose()),
+            Some(d) => x.cast(d).matmul(w.cast(d).transpose()).cast(FloatDType::F32),
+        }; // (B*T, V)
+        logits.reshape([b, t, v])
+    }
+
+    /// Mean cross-entropy of `logits` against `targets`, see [`cross_entropy`].
+    pub fn loss(&self, logits: Tensor<3>, targets: Tensor<2, Int>) -> Tensor<1> {
+        cross_entropy(logits, targets)
+    }
+
+    /// Forward pass and loss in one call; returns `(logits, loss)`.
+    pub fn forward_loss(
+        &self,
+        tokens: Tensor<2, Int>,
+        targets: Tensor<2, Int>,
+    ) -> (Tensor<3>, Tensor<1>) {
+        let logits = self.forward(tokens);
+        let loss = cross_entropy(logits.clone(), targets);
+        (logits, loss)
+    }
+}
+
+/// Mean token-level cross-entropy (nats), computed in f32 with `log_softmax`.
+///
+/// # Shapes
+/// - `logits`: `[B, T, V]`, `targets`: `[B, T]` with ids `< V`
+/// - output: `[1]`
+pub fn cross_entropy(logits: Tensor<3>, targets: Tensor<2, Int>) -> Tensor<1> {
+    let [b, t, v] = logits.dims();
+    let logits = if logits.dtype() == FloatDType::F32.into() {
+        logits
+    } else {
+        logits.cast(FloatDType::F32)
+    };
+    let logp = log_softmax(logits.reshape([b * t, v]), 1); // (B*T, V)
+    let picked = logp.gather(1, targets.reshape([b * t, 1])); // (B*T, 1)
+    picked.mean().neg()
+}
