@@ -26,7 +26,8 @@ fn batch(b: usize, t: usize, vocab: usize, step: usize, device: &Device) -> Tens
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let preset: String = arg(&args, 0, "tiny".to_string());
-    let (b, t, steps): (usize, usize, usize) = (arg(&args, 1, 4), arg(&args, 2, 64), arg(&args, 3, 5));
+    let (b, t, steps): (usize, usize, usize) =
+        (arg(&args, 1, 4), arg(&args, 2, 64), arg(&args, 3, 5));
     let config = Gpt2Config::from_name_or_path(&preset)?;
     let t = t.min(config.block_size);
     let v = config.vocab_size;
@@ -39,7 +40,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut loss_value = 0.0;
     for step in 0..=steps {
         let start = Instant::now();
-        let (_, loss) = model.forward_loss(batch(b, t, v, step, &device), batch(b, t, v, step + 1, &device));
+        let (_, loss) = model.forward_loss(
+            batch(b, t, v, step, &device),
+            batch(b, t, v, step + 1, &device),
+        );
         let grads = loss.backward();
         loss_value = loss.into_scalar::<f32>();
         drop(grads);

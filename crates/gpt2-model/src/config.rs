@@ -148,6 +148,7 @@ impl Gpt2Config {
     }
 
     /// Checks every constraint and reports all violations together.
+    #[allow(clippy::manual_is_multiple_of)] // `is_multiple_of` needs Rust 1.87; MSRV is 1.85
     pub fn validate(&self) -> Result<()> {
         let mut problems = Vec::new();
         if self.n_layer == 0 {
@@ -172,7 +173,10 @@ impl Gpt2Config {
             problems.push("vocab_size must be > 0".to_string());
         }
         if self.vocab_size > i32::MAX as usize {
-            problems.push(format!("vocab_size ({}) exceeds i32 range", self.vocab_size));
+            problems.push(format!(
+                "vocab_size ({}) exceeds i32 range",
+                self.vocab_size
+            ));
         }
         if !(self.dropout.is_finite() && (0.0..1.0).contains(&self.dropout)) {
             problems.push(format!("dropout ({}) must be in [0, 1)", self.dropout));
@@ -221,8 +225,7 @@ impl Gpt2Config {
     /// `estimate_mfu` / PaLM appendix B convention: `6·N + 12·n_layer·n_embd·T`, with
     /// `N = num_params_non_embedding()`. The second term is attention's QKᵀ and AV matmuls.
     pub fn flops_per_token(&self, seq_len: usize) -> u64 {
-        6 * self.num_params_non_embedding()
-            + 12 * (self.n_layer * self.n_embd * seq_len) as u64
+        6 * self.num_params_non_embedding() + 12 * (self.n_layer * self.n_embd * seq_len) as u64
     }
 }
 
@@ -251,15 +254,24 @@ mod tests {
         for name in PRESET_NAMES {
             Gpt2Config::preset(name).unwrap().validate().unwrap();
         }
-        assert_eq!(Gpt2Config::preset("gpt2-10m").unwrap().num_params(), 10_060_960);
-        assert_eq!(Gpt2Config::preset("tiny-cpu").unwrap().num_params(), 7_242_624);
+        assert_eq!(
+            Gpt2Config::preset("gpt2-10m").unwrap().num_params(),
+            10_060_960
+        );
+        assert_eq!(
+            Gpt2Config::preset("tiny-cpu").unwrap().num_params(),
+            7_242_624
+        );
         assert_eq!(Gpt2Config::preset("tiny").unwrap().num_params(), 3_320_640);
     }
 
     #[test]
     fn unknown_preset_lists_known_ones() {
         let err = Gpt2Config::preset("gpt2-xxl").unwrap_err().to_string();
-        assert!(err.contains("gpt2-xxl") && err.contains("gpt2-117m"), "{err}");
+        assert!(
+            err.contains("gpt2-xxl") && err.contains("gpt2-117m"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -272,8 +284,18 @@ mod tests {
             panic!("wrong variant")
         };
         assert_eq!(problems.len(), 6, "{problems:?}");
-        for needle in ["n_layer", "divisible", "block_size", "vocab_size", "dropout", "epsilon"] {
-            assert!(problems.iter().any(|p| p.contains(needle)), "{needle}: {problems:?}");
+        for needle in [
+            "n_layer",
+            "divisible",
+            "block_size",
+            "vocab_size",
+            "dropout",
+            "epsilon",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.contains(needle)),
+                "{needle}: {problems:?}"
+            );
         }
     }
 
@@ -282,7 +304,10 @@ mod tests {
         let c = Gpt2Config::preset("gpt2-117m").unwrap();
         // nanoGPT: N = 124,439,808 - 1024*768 = 123,653,376; 6N + 12*12*768*1024.
         assert_eq!(c.num_params_non_embedding(), 123_653_376);
-        assert_eq!(c.flops_per_token(1024), 6 * 123_653_376 + 12 * 12 * 768 * 1024);
+        assert_eq!(
+            c.flops_per_token(1024),
+            6 * 123_653_376 + 12 * 12 * 768 * 1024
+        );
     }
 
     #[test]

@@ -105,7 +105,7 @@ impl Gpt2 {
             let row: Vec<f32> = last
                 .into_data()
                 .convert::<f32>()
-                .into_vec()
+                .try_into_vec::<f32>()
                 .expect("logits were converted to f32");
             let next = sample(&row[..vocab], config, &mut rng);
             out.push(next);
@@ -140,7 +140,10 @@ pub fn sample(logits: &[f32], config: &GenerateConfig, rng: &mut StdRng) -> u32 
         cand.truncate(k.max(1));
     }
     let max = cand[0].1;
-    let mut probs: Vec<f64> = cand.iter().map(|&(_, l)| ((l - max) as f64).exp()).collect();
+    let mut probs: Vec<f64> = cand
+        .iter()
+        .map(|&(_, l)| ((l - max) as f64).exp())
+        .collect();
     let total: f64 = probs.iter().sum();
     probs.iter_mut().for_each(|p| *p /= total);
     if let Some(top_p) = config.top_p {
@@ -194,7 +197,10 @@ mod tests {
     #[test]
     fn greedy_is_argmax() {
         let mut rng = StdRng::seed_from_u64(0);
-        assert_eq!(sample(&[0.1, 3.0, 2.9, -1.0], &cfg(0.0, None, None), &mut rng), 1);
+        assert_eq!(
+            sample(&[0.1, 3.0, 2.9, -1.0], &cfg(0.0, None, None), &mut rng),
+            1
+        );
     }
 
     #[test]
@@ -249,8 +255,9 @@ mod tests {
             panic!()
         };
         assert_eq!(problems.len(), 4, "{problems:?}");
-        let ModelError::InvalidGenerate { problems } =
-            GenerateConfig::default().validate(&[3, 10], 10).unwrap_err()
+        let ModelError::InvalidGenerate { problems } = GenerateConfig::default()
+            .validate(&[3, 10], 10)
+            .unwrap_err()
         else {
             panic!()
         };

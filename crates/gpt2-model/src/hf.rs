@@ -90,7 +90,10 @@ impl<'a> Tensors<'a> {
     fn new(path: &Path, st: &SafeTensors<'a>) -> Result<Self> {
         let mut map = BTreeMap::new();
         for (name, view) in st.tensors() {
-            let key = name.strip_prefix("transformer.").unwrap_or(&name).to_string();
+            let key = name
+                .strip_prefix("transformer.")
+                .unwrap_or(&name)
+                .to_string();
             let parts: Vec<&str> = key.split('.').collect();
             let buffer = matches!(parts.as_slice(), ["h", _, "attn", "bias" | "masked_bias"]);
             if buffer {
@@ -116,10 +119,13 @@ impl<'a> Tensors<'a> {
 
     /// Removes `key` and returns its values as f32, after checking shape, dtype and finiteness.
     fn take(&mut self, key: &str, expected: &[usize]) -> Result<Vec<f32>> {
-        let view = self.map.remove(key).ok_or_else(|| ModelError::MissingTensor {
-            path: self.path.clone(),
-            key: key.to_string(),
-        })?;
+        let view = self
+            .map
+            .remove(key)
+            .ok_or_else(|| ModelError::MissingTensor {
+                path: self.path.clone(),
+                key: key.to_string(),
+            })?;
         if view.shape() != expected {
             return Err(ModelError::ShapeMismatch {
                 path: self.path.clone(),
@@ -198,15 +204,25 @@ fn infer_config(t: &Tensors<'_>) -> Result<Gpt2Config> {
         path: t.path.clone(),
         reason,
     };
-    let wte = t.shape_of("wte.weight").ok_or_else(|| fail("no wte.weight".into()))?;
-    let wpe = t.shape_of("wpe.weight").ok_or_else(|| fail("no wpe.weight".into()))?;
+    let wte = t
+        .shape_of("wte.weight")
+        .ok_or_else(|| fail("no wte.weight".into()))?;
+    let wpe = t
+        .shape_of("wpe.weight")
+        .ok_or_else(|| fail("no wpe.weight".into()))?;
     let (&[v, c], &[ctx, _]) = (wte.as_slice(), wpe.as_slice()) else {
         return Err(fail(format!("wte {wte:?} / wpe {wpe:?} are not 2-D")));
     };
     let n_layer = t
         .map
         .keys()
-        .filter_map(|k| k.strip_prefix("h.")?.split('.').next()?.parse::<usize>().ok())
+        .filter_map(|k| {
+            k.strip_prefix("h.")?
+                .split('.')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
         .max()
         .map_or(0, |i| i + 1);
     if c % 64 != 0 {
@@ -285,7 +301,13 @@ fn check_tied_head(t: &mut Tensors<'_>, wte: &Embedding, v: usize, c: usize) -> 
         return Ok(());
     }
     let head = t.take("lm_head.weight", &[v, c])?;
-    let wte: Vec<f32> = wte.weight.val().into_data().convert::<f32>().into_vec().expect("f32");
+    let wte: Vec<f32> = wte
+        .weight
+        .val()
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32");
     if head != wte {
         return Err(ModelError::CannotInferConfig {
             path: t.path.clone(),
@@ -321,7 +343,11 @@ struct HfConfigOut {
 }
 
 fn f32_bytes(tensor: Tensor<1>) -> Vec<u8> {
-    let values: Vec<f32> = tensor.into_data().convert::<f32>().into_vec().expect("f32");
+    let values: Vec<f32> = tensor
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32");
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
@@ -334,7 +360,7 @@ fn put1(out: &mut Exported, key: String, t: Tensor<1>) {
 
 fn put2(out: &mut Exported, key: String, t: Tensor<2>) {
     let shape = t.dims().to_vec();
-    let n = shape.iter().product();
+    let n: usize = shape.iter().product();
     out.push((key, shape, f32_bytes(t.reshape([n]))));
 }
 
@@ -355,8 +381,16 @@ fn put_layer_norm(out: &mut Exported, key: &str, ln: &LayerNorm) {
 /// Every parameter under its HF key (with the `transformer.` prefix).
 fn hf_tensors(model: &Gpt2) -> Exported {
     let mut out = Vec::new();
-    put2(&mut out, "transformer.wte.weight".into(), model.wte.weight.val());
-    put2(&mut out, "transformer.wpe.weight".into(), model.wpe.weight.val());
+    put2(
+        &mut out,
+        "transformer.wte.weight".into(),
+        model.wte.weight.val(),
+    );
+    put2(
+        &mut out,
+        "transformer.wpe.weight".into(),
+        model.wpe.weight.val(),
+    );
     for (i, b) in model.h.iter().enumerate() {
         let p = format!("transformer.h.{i}");
         put_layer_norm(&mut out, &format!("{p}.ln_1"), &b.ln_1);

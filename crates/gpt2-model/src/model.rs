@@ -64,7 +64,11 @@ fn linear_at<const D: usize>(layer: &Linear, x: Tensor<D>, dtype: Option<FloatDT
 }
 
 fn normal_param<const D: usize>(shape: [usize; D], std: f64, device: &Device) -> Param<Tensor<D>> {
-    Param::from_tensor(Tensor::random(shape, Distribution::Normal(0.0, std), device))
+    Param::from_tensor(Tensor::random(
+        shape,
+        Distribution::Normal(0.0, std),
+        device,
+    ))
 }
 
 /// A Linear `[d_in, d_out]` with weight ~ N(0, std) and zero bias (Burn's LinearConfig would
@@ -237,7 +241,12 @@ impl Block {
         let attn = CausalSelfAttention::new(config, device);
         let ln_2 = ln();
         let mlp = Mlp::new(config, device);
-        Self { ln_1, attn, ln_2, mlp }
+        Self {
+            ln_1,
+            attn,
+            ln_2,
+            mlp,
+        }
     }
 
     /// Assembles a block from loaded layers (used by the HF importer; no random draws).
@@ -406,14 +415,18 @@ impl Gpt2 {
             self.config.block_size
         );
         let device = tokens.device();
-        let pos = Tensor::<1, Int>::arange(offset as i64..(offset + t) as i64, &device)
-            .reshape([1, t]); // (1, T)
+        let pos =
+            Tensor::<1, Int>::arange(offset as i64..(offset + t) as i64, &device).reshape([1, t]); // (1, T)
         let tok_emb = self.wte.forward(tokens); // (B, T, C)
         let pos_emb = self.wpe.forward(pos); // (1, T, C)
         let mut x = self.drop.forward(tok_emb + pos_emb);
         match caches {
             Some(caches) => {
-                assert_eq!(caches.len(), self.h.len(), "KV cache has the wrong layer count");
+                assert_eq!(
+                    caches.len(),
+                    self.h.len(),
+                    "KV cache has the wrong layer count"
+                );
                 for (block, cache) in self.h.iter().zip(caches.iter_mut()) {
                     x = block.forward(x, Some(cache));
                 }
@@ -438,7 +451,10 @@ impl Gpt2 {
         let x = x.reshape([b * t, c]);
         let logits = match self.config.compute_dtype.cast_dtype() {
             None => x.matmul(w.transpose()),
-            Some(d) => x.cast(d).matmul(w.cast(d).transpose()).cast(FloatDType::F32),
+            Some(d) => x
+                .cast(d)
+                .matmul(w.cast(d).transpose())
+                .cast(FloatDType::F32),
         }; // (B*T, V)
         logits.reshape([b, t, v])
     }

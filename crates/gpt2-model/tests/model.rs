@@ -12,7 +12,10 @@ fn small_config() -> Gpt2Config {
 }
 
 fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().into_vec().unwrap()
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap()
 }
 
 fn tokens(ids: &[i64], b: usize, device: &Device) -> Tensor<2, Int> {
@@ -21,7 +24,10 @@ fn tokens(ids: &[i64], b: usize, device: &Device) -> Tensor<2, Int> {
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 fn mean_std(v: &[f32]) -> (f64, f64) {
@@ -47,8 +53,14 @@ fn init_follows_the_stated_scheme() {
     let model = Gpt2::new(&config, &Device::flex(), 42).unwrap();
     let check = |what: &str, v: Vec<f32>, std: f64| {
         let (m, s) = mean_std(&v);
-        assert!(m.abs() < 4.0 * std / (v.len() as f64).sqrt() + 1e-6, "{what} mean {m}");
-        assert!((s / std - 1.0).abs() < 0.05, "{what} std {s}, expected {std}");
+        assert!(
+            m.abs() < 4.0 * std / (v.len() as f64).sqrt() + 1e-6,
+            "{what} mean {m}"
+        );
+        assert!(
+            (s / std - 1.0).abs() < 0.05,
+            "{what} std {s}, expected {std}"
+        );
     };
     check("wte", to_vec(model.wte.weight.val()), 0.02);
     check("wpe", to_vec(model.wpe.weight.val()), 0.01);
@@ -66,7 +78,9 @@ fn init_follows_the_stated_scheme() {
         }
         for ln in [&b.ln_1, &b.ln_2] {
             assert!(to_vec(ln.gamma.val()).iter().all(|&x| x == 1.0));
-            assert!(to_vec(ln.beta.as_ref().unwrap().val()).iter().all(|&x| x == 0.0));
+            assert!(to_vec(ln.beta.as_ref().unwrap().val())
+                .iter()
+                .all(|&x| x == 0.0));
         }
     }
     check("c_attn", c_attn, 0.02);
@@ -116,7 +130,9 @@ fn kv_cache_decoding_equals_the_full_forward() {
     let mut cache = KvCache::new(config.n_layer);
     let mut got = to_vec(model.forward_cached(tokens(&ids[..7], 1, &device), &mut cache));
     for &id in &ids[7..] {
-        got.extend(to_vec(model.forward_cached(tokens(&[id], 1, &device), &mut cache)));
+        got.extend(to_vec(
+            model.forward_cached(tokens(&[id], 1, &device), &mut cache),
+        ));
     }
     assert_eq!(cache.len, 20);
     let diff = max_abs_diff(&full, &got);
@@ -143,7 +159,13 @@ fn generation_is_seeded_stops_at_eot_and_survives_a_full_context() {
     assert_eq!(a.len(), 20);
     assert_eq!(a, b, "same seed, same tokens");
     assert!(a.iter().all(|&t| (t as usize) < config.vocab_size));
-    let other = model.generate(&[464, 3290], &GenerateConfig { seed: 12, ..gen.clone() });
+    let other = model.generate(
+        &[464, 3290],
+        &GenerateConfig {
+            seed: 12,
+            ..gen.clone()
+        },
+    );
     assert_ne!(a, other.unwrap());
 
     // Make <|endoftext|> the greedy choice everywhere: ln_f outputs a constant vector equal
@@ -151,11 +173,19 @@ fn generation_is_seeded_stops_at_eot_and_survives_a_full_context() {
     let mut forced = model.clone();
     let c = config.n_embd;
     let row = Tensor::<2>::ones([1, c], &device) * 3.0;
-    let wte = forced.wte.weight.val().slice_assign([50256..50257, 0..c], row.clone());
+    let wte = forced
+        .wte
+        .weight
+        .val()
+        .slice_assign([50256..50257, 0..c], row.clone());
     forced.wte.weight = Param::from_tensor(wte);
     forced.ln_f.gamma = Param::from_tensor(Tensor::zeros([c], &device));
     forced.ln_f.beta = Some(Param::from_tensor(row.reshape([c])));
-    let greedy = GenerateConfig { temperature: 0.0, stop_at_eot: true, ..gen };
+    let greedy = GenerateConfig {
+        temperature: 0.0,
+        stop_at_eot: true,
+        ..gen
+    };
     assert_eq!(forced.generate(&[1, 2], &greedy).unwrap(), vec![EOT_TOKEN]);
 }
 
@@ -171,16 +201,32 @@ fn f32_is_the_default_and_half_precision_paths_give_close_logits() {
     let device = Device::flex();
     let config = small_config();
     assert_eq!(config.compute_dtype, ComputeDtype::F32);
-    assert_eq!(ComputeDtype::F32.cast_dtype(), None, "f32 path does no casts");
+    assert_eq!(
+        ComputeDtype::F32.cast_dtype(),
+        None,
+        "f32 path does no casts"
+    );
     let ids: Vec<i64> = (0..16).map(|i| (i * 11) % 97).collect();
-    let reference = to_vec(Gpt2::new(&config, &device, 9).unwrap().forward(tokens(&ids, 2, &device)));
+    let reference = to_vec(
+        Gpt2::new(&config, &device, 9)
+            .unwrap()
+            .forward(tokens(&ids, 2, &device)),
+    );
     for (dtype, tol) in [(ComputeDtype::F16, 5e-3), (ComputeDtype::Bf16, 3e-2)] {
         let mut c = config.clone();
         c.compute_dtype = dtype;
         let model = Gpt2::new(&c, &device, 9).unwrap(); // same seed: same f32 weights
-        assert_eq!(model.wte.weight.val().dtype(), FloatDType::F32.into(), "params stay f32");
+        assert_eq!(
+            model.wte.weight.val().dtype(),
+            FloatDType::F32.into(),
+            "params stay f32"
+        );
         let logits = model.forward(tokens(&ids, 2, &device));
-        assert_eq!(logits.dtype(), FloatDType::F32.into(), "{dtype:?}: logits back in f32");
+        assert_eq!(
+            logits.dtype(),
+            FloatDType::F32.into(),
+            "{dtype:?}: logits back in f32"
+        );
         let diff = max_abs_diff(&reference, &to_vec(logits));
         assert!(diff > 0.0 && diff < tol, "{dtype:?}: max |diff| {diff}");
     }
@@ -195,7 +241,13 @@ fn half_precision_path_is_differentiable() {
     let ids: Vec<i64> = (0..8).collect();
     let (_, loss) = model.forward_loss(tokens(&ids, 1, &device), tokens(&ids, 1, &device));
     let grads = loss.backward();
-    let g = model.h[0].attn.c_attn.weight.val().grad(&grads).expect("gradient");
+    let g = model.h[0]
+        .attn
+        .c_attn
+        .weight
+        .val()
+        .grad(&grads)
+        .expect("gradient");
     assert_eq!(g.dtype(), FloatDType::F32.into());
     assert!(to_vec(g).iter().all(|x| x.is_finite()));
 }
