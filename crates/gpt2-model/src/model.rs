@@ -353,6 +353,28 @@ impl Gpt2 {
         }
     }
 
+    /// Changes the settings that hold no parameters (matmul precision and dropout), e.g. to
+    /// train an imported checkpoint in bf16 or with dropout. Weights are untouched.
+    pub fn with_runtime_settings(
+        mut self,
+        compute_dtype: ComputeDtype,
+        dropout: f64,
+    ) -> Result<Self> {
+        let mut config = self.config.clone();
+        config.compute_dtype = compute_dtype;
+        config.dropout = dropout;
+        config.validate()?;
+        self.drop.prob = dropout;
+        for block in &mut self.h {
+            block.attn.compute_dtype = compute_dtype;
+            block.attn.resid_dropout.prob = dropout;
+            block.mlp.compute_dtype = compute_dtype;
+            block.mlp.dropout.prob = dropout;
+        }
+        self.config = config;
+        Ok(self)
+    }
+
     /// The architecture this model was built with.
     pub fn config(&self) -> &Gpt2Config {
         &self.config

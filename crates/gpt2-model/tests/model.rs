@@ -266,3 +266,24 @@ fn dropout_acts_only_in_training_on_autodiff() {
     let x = tokens(&[1, 2, 3, 4], 1, &eval.device());
     assert_eq!(to_vec(eval.forward(x.clone())), to_vec(eval.forward(x)));
 }
+
+#[test]
+fn runtime_settings_change_precision_and_dropout_but_not_weights() {
+    let device = Device::flex();
+    let model = Gpt2::new(&small_config(), &device, 21).unwrap();
+    let ids: Vec<i64> = (0..12).collect();
+    let f32_logits = to_vec(model.forward(tokens(&ids, 1, &device)));
+    let half = model
+        .clone()
+        .with_runtime_settings(ComputeDtype::F16, 0.1)
+        .unwrap();
+    assert_eq!(half.config().compute_dtype, ComputeDtype::F16);
+    assert_eq!(half.config().dropout, 0.1);
+    assert_eq!(
+        to_vec(half.wte.weight.val()),
+        to_vec(model.wte.weight.val())
+    );
+    let diff = max_abs_diff(&f32_logits, &to_vec(half.forward(tokens(&ids, 1, &device))));
+    assert!(diff > 0.0 && diff < 5e-3, "{diff}");
+    assert!(model.with_runtime_settings(ComputeDtype::F32, 1.5).is_err());
+}
