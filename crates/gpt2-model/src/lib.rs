@@ -35,4 +35,6 @@ pub use config::{ComputeDtype, Gpt2Config, EOT_TOKEN, GPT2_VOCAB_SIZE, PRESET_NA
 pub use error::{ModelError, Result};
 pub use generate::GenerateConfig;
 pub use hf::{load_hf, load_hf_with_config, read_hf_config, save_hf};
-pub use model::{cross_entropy, Block, CausalSelfAttention, Gpt2, KvCache, LayerKv, Mlp};
+pub use model::{
+    cross_entropy, cross_entropy_reference, Block, CausalSelfAttention, Gpt2, KvCache, LayerKv, Mlp,
+};

@@ -13,7 +13,8 @@
 //! residual scaling as nanoGPT/llm.c implement it: two residual adds per block), all biases 0,
 //! LayerNorm weight 1 and bias 0. Burn's default initialisers (Kaiming uniform for Linear,
 //! N(0, 1) for Embedding) are not used anywhere. Parameters are drawn eagerly, in a fixed order,
-//! right after `device.seed(seed)`, so the same seed gives the same model.
+//! from our own `StdRng` seeded with the model seed (on the CPU, then uploaded), so the same seed
+//! gives the same model on every backend.
 //!
 //! **Precision**: parameters are f32. With `compute_dtype` bf16/f16 the weights and activations
 //! are cast around every matmul and the attention op, and cast back to f32 afterwards; the
@@ -26,10 +27,12 @@
 
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Embedding, Gelu, LayerNorm, LayerNormConfig, Linear};
-use burn::tensor::activation::log_softmax;
+use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::module::{attention, linear};
-use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Device, Distribution, FloatDType, Int, Tensor};
+use burn::tensor::ops::{AttentionModuleOptions, IndexingUpdateOp};
+use burn::tensor::{Device, FloatDType, Int, Tensor, TensorData};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 use crate::config::{ComputeDtype, Gpt2Config};
 use crate::error::Result;
@@ -63,20 +66,50 @@ fn linear_at<const D: usize>(layer: &Linear, x: Tensor<D>, dtype: Option<FloatDT
     }
 }
 
-fn normal_param<const D: usize>(shape: [usize; D], std: f64, device: &Device) -> Param<Tensor<D>> {
-    Param::from_tensor(Tensor::random(
-        shape,
-        Distribution::Normal(0.0, std),
-        device,
-    ))
+/// The random source of initialisation: our own seeded RNG (ChaCha12 `StdRng`) plus the
+/// target device. Values are drawn on the CPU in a fixed order and uploaded, so a seed gives
+/// the same weights on every backend and whatever else uses the device's (global) RNG
+/// concurrently, e.g. other tests or dropout.
+pub(crate) struct Init {
+    rng: StdRng,
+    device: Device,
 }
 
-/// A Linear `[d_in, d_out]` with weight ~ N(0, std) and zero bias (Burn's LinearConfig would
-/// draw the bias from the same initializer as the weight, so it is built by hand).
-fn gpt2_linear(d_in: usize, d_out: usize, std: f64, device: &Device) -> Linear {
-    Linear {
-        weight: normal_param([d_in, d_out], std, device),
-        bias: Some(Param::from_tensor(Tensor::zeros([d_out], device))),
+impl Init {
+    fn new(seed: u64, device: &Device) -> Self {
+        Self {
+            rng: StdRng::seed_from_u64(seed),
+            device: device.clone(),
+        }
+    }
+
+    /// A parameter ~ N(0, std²), drawn with the Box–Muller transform.
+    fn normal<const D: usize>(&mut self, shape: [usize; D], std: f64) -> Param<Tensor<D>> {
+        let n: usize = shape.iter().product();
+        let mut values = Vec::with_capacity(n + 1);
+        while values.len() < n {
+            // u1 in (0, 1] so that ln(u1) is finite.
+            let u1 = 1.0 - self.rng.random::<f64>();
+            let u2 = self.rng.random::<f64>();
+            let r = (-2.0 * u1.ln()).sqrt() * std;
+            let theta = std::f64::consts::TAU * u2;
+            values.push((r * theta.cos()) as f32);
+            values.push((r * theta.sin()) as f32);
+        }
+        values.truncate(n);
+        Param::from_tensor(Tensor::from_data(
+            TensorData::new(values, shape),
+            &self.device,
+        ))
+    }
+
+    /// A Linear `[d_in, d_out]` with weight ~ N(0, std²) and zero bias (Burn's LinearConfig
+    /// would draw the bias from the weight's initializer, so it is built by hand).
+    fn linear(&mut self, d_in: usize, d_out: usize, std: f64) -> Linear {
+        Linear {
+            weight: self.normal([d_in, d_out], std),
+            bias: Some(Param::from_tensor(Tensor::zeros([d_out], &self.device))),
+        }
     }
 }
 
@@ -128,12 +161,12 @@ pub struct CausalSelfAttention {
 }
 
 impl CausalSelfAttention {
-    fn new(config: &Gpt2Config, device: &Device) -> Self {
+    fn new(config: &Gpt2Config, init: &mut Init) -> Self {
         let c = config.n_embd;
         let proj_std = INIT_STD / (2.0 * config.n_layer as f64).sqrt();
         Self {
-            c_attn: gpt2_linear(c, 3 * c, INIT_STD, device),
-            c_proj: gpt2_linear(c, c, proj_std, device),
+            c_attn: init.linear(c, 3 * c, INIT_STD),
+            c_proj: init.linear(c, c, proj_std),
             resid_dropout: DropoutConfig::new(config.dropout).init(),
             n_head: config.n_head,
             compute_dtype: config.compute_dtype,
@@ -195,13 +228,13 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    fn new(config: &Gpt2Config, device: &Device) -> Self {
+    fn new(config: &Gpt2Config, init: &mut Init) -> Self {
         let c = config.n_embd;
         let proj_std = INIT_STD / (2.0 * config.n_layer as f64).sqrt();
         Self {
-            c_fc: gpt2_linear(c, 4 * c, INIT_STD, device),
+            c_fc: init.linear(c, 4 * c, INIT_STD),
             gelu: Gelu::new_approximate(),
-            c_proj: gpt2_linear(4 * c, c, proj_std, device),
+            c_proj: init.linear(4 * c, c, proj_std),
             dropout: DropoutConfig::new(config.dropout).init(),
             compute_dtype: config.compute_dtype,
         }
@@ -231,16 +264,17 @@ pub struct Block {
 }
 
 impl Block {
-    fn new(config: &Gpt2Config, device: &Device) -> Self {
+    fn new(config: &Gpt2Config, init: &mut Init) -> Self {
+        let device = init.device.clone();
         let ln = || {
             LayerNormConfig::new(config.n_embd)
                 .with_epsilon(config.layer_norm_epsilon)
-                .init(device) // weight 1, bias 0
+                .init(&device) // weight 1, bias 0
         };
         let ln_1 = ln();
-        let attn = CausalSelfAttention::new(config, device);
+        let attn = CausalSelfAttention::new(config, init);
         let ln_2 = ln();
-        let mlp = Mlp::new(config, device);
+        let mlp = Mlp::new(config, init);
         Self {
             ln_1,
             attn,
@@ -308,19 +342,25 @@ pub struct Gpt2 {
 
 impl Gpt2 {
     /// Builds a freshly initialised model (see the module docs for the init) on `device`.
-    /// Seeds the device RNG with `seed` first, so the same seed gives bit-identical weights.
+    ///
+    /// The weights come from our own RNG seeded with `seed` (drawn on the CPU in a fixed order),
+    /// so the same seed gives bit-identical weights on any backend and regardless of what else
+    /// uses the device RNG. The device RNG is also seeded with `seed` (`device.seed`), which
+    /// makes later dropout masks reproducible in a single-threaded program; note that flex's
+    /// device RNG is global to the process.
     pub fn new(config: &Gpt2Config, device: &Device, seed: u64) -> Result<Self> {
         config.validate()?;
         device.seed(seed);
+        let mut init = Init::new(seed, device);
         let (v, t, c) = (config.vocab_size, config.block_size, config.n_embd);
         let wte = Embedding {
-            weight: normal_param([v, c], INIT_STD, device),
+            weight: init.normal([v, c], INIT_STD),
         };
         let wpe = Embedding {
-            weight: normal_param([t, c], INIT_STD_WPE, device),
+            weight: init.normal([t, c], INIT_STD_WPE),
         };
         let h = (0..config.n_layer)
-            .map(|_| Block::new(config, device))
+            .map(|_| Block::new(config, &mut init))
             .collect();
         let ln_f = LayerNormConfig::new(c)
             .with_epsilon(config.layer_norm_epsilon)
@@ -498,19 +538,55 @@ impl Gpt2 {
     }
 }
 
-/// Mean token-level cross-entropy (nats), computed in f32 with `log_softmax`.
+fn to_f32<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if x.dtype() == FloatDType::F32.into() {
+        x
+    } else {
+        x.cast(FloatDType::F32)
+    }
+}
+
+/// Mean token-level cross-entropy (nats), in f32, with a fused gradient.
+///
+/// Value: `mean_i(lse_i - l[i, t_i])` where `lse_i = m_i - ln(max_j p_ij)`, `m` the row max of
+/// the logits and `p = softmax(l)` (the row max of `p` is at least 1/V, so its log cannot
+/// underflow). Gradient with respect to the logits: exactly `(p - onehot(t)) / N`, injected
+/// through the surrogate `sum(l · stopgrad(p - onehot)) / N`, whose value is subtracted again.
+///
+/// Why: `log_softmax` is not fused in Burn 0.22's flex backend and autodiff records it as six
+/// ops, each a pass plus an allocation over `[B·T, V]` in the forward and again in the backward.
+/// On the `tiny` preset (vocab 50257) that made the loss cost more than the whole network; this
+/// version uses flex's fused softmax and one `[B·T, V]` product (see experiments/RESULTS-model.md).
+/// [`cross_entropy_reference`] is the textbook form; tests check both give the same value and
+/// gradients, and the HF reference test checks the gradients against PyTorch.
 ///
 /// # Shapes
 /// - `logits`: `[B, T, V]`, `targets`: `[B, T]` with ids `< V`
 /// - output: `[1]`
 pub fn cross_entropy(logits: Tensor<3>, targets: Tensor<2, Int>) -> Tensor<1> {
     let [b, t, v] = logits.dims();
-    let logits = if logits.dtype() == FloatDType::F32.into() {
-        logits
-    } else {
-        logits.cast(FloatDType::F32)
-    };
-    let logp = log_softmax(logits.reshape([b * t, v]), 1); // (B*T, V)
+    let n = b * t;
+    let device = logits.device();
+    let logits = to_f32(logits).reshape([n, v]); // (N, V), tracked
+    let targets = targets.reshape([n, 1]);
+    let plain = logits.clone().detach(); // (N, V), no graph from here on
+    let p = softmax(plain.clone(), 1); // (N, V)
+    let lse = plain.clone().max_dim(1) - p.clone().max_dim(1).log(); // (N, 1)
+    let nll = (lse - plain.gather(1, targets.clone())).mean(); // [1]
+    let minus_one = Tensor::<2>::full([n, 1], -1.0, &device);
+    let dlogits = p.scatter(1, targets, minus_one, IndexingUpdateOp::Add); // p - onehot
+    let surrogate = (logits * dlogits).sum().div_scalar(n as f64); // gradient (p - onehot)/N
+    surrogate.clone() - surrogate.detach() + nll
+}
+
+/// Mean token-level cross-entropy via `log_softmax` + `gather`: the textbook form, kept as the
+/// reference [`cross_entropy`] is tested against (slower on CPU, same value and gradient).
+///
+/// # Shapes
+/// - `logits`: `[B, T, V]`, `targets`: `[B, T]` → output `[1]`
+pub fn cross_entropy_reference(logits: Tensor<3>, targets: Tensor<2, Int>) -> Tensor<1> {
+    let [b, t, v] = logits.dims();
+    let logp = log_softmax(to_f32(logits).reshape([b * t, v]), 1); // (B*T, V)
     let picked = logp.gather(1, targets.reshape([b * t, 1])); // (B*T, 1)
     picked.mean().neg()
 }
