@@ -6,8 +6,9 @@
 //! the same seed and prompt give the same tokens whatever else used the device RNG.
 //! Filters follow nanoGPT `sample.py` / HF: temperature, then top-k, then top-p (nucleus).
 //! When the context is full (`block_size` positions), generation continues like nanoGPT's
-//! crop: the cache is dropped and the last `block_size - 1` tokens are re-encoded each step
-//! (learned absolute positions cannot slide).
+//! crop: the cache is dropped and the last `block_size` tokens are re-encoded each step
+//! (learned absolute positions cannot slide), so each step sees exactly what nanoGPT's
+//! `idx[:, -block_size:]` would.
 
 use burn::module::Module;
 use burn::tensor::{Int, Tensor, TensorData};
@@ -93,9 +94,9 @@ impl Gpt2 {
 
         for _ in 0..config.max_new_tokens {
             if cache.len + pending.len() > block {
-                // Context full: re-encode the last block_size - 1 tokens from position 0.
+                // Context full: re-encode the last block_size tokens from position 0.
                 cache.clear();
-                pending = crop(&context, block - 1).to_vec();
+                pending = crop(&context, block).to_vec();
             }
             let ids: Vec<i64> = pending.iter().map(|&t| t as i64).collect();
             let n = ids.len();

@@ -325,3 +325,34 @@ fn fused_cross_entropy_equals_the_log_softmax_form_in_value_and_gradient() {
         assert!(diff < 1e-7, "{scale}: gradient max |diff| {diff}");
     }
 }
+
+#[test]
+fn greedy_generation_equals_a_full_forward_loop_with_nanogpt_cropping() {
+    let mut config = small_config();
+    config.block_size = 6;
+    let device = Device::flex();
+    let model = Gpt2::new(&config, &device, 13).unwrap();
+    let prompt = [5u32, 17, 42];
+    let greedy = GenerateConfig {
+        max_new_tokens: 9, // runs past the 6-position context
+        temperature: 0.0,
+        stop_at_eot: false,
+        ..GenerateConfig::default()
+    };
+    let got = model.generate(&prompt, &greedy).unwrap();
+
+    // Reference: no cache, nanoGPT's `idx[:, -block_size:]` and argmax of the last logits.
+    let mut context: Vec<i64> = prompt.iter().map(|&t| t as i64).collect();
+    let mut expected = Vec::new();
+    for _ in 0..9 {
+        let window = &context[context.len().saturating_sub(6)..];
+        let logits = to_vec(model.forward(tokens(window, 1, &device)));
+        let last = &logits[(window.len() - 1) * 97..];
+        let next = (0..97)
+            .max_by(|&a, &b| last[a].total_cmp(&last[b]))
+            .unwrap();
+        expected.push(next as u32);
+        context.push(next as i64);
+    }
+    assert_eq!(got, expected);
+}
