@@ -4,8 +4,8 @@
 //! Backends are chosen by device (`Device::flex()` on CPU, `.autodiff()` for training); the
 //! model code has no backend type parameter. Files, in the order data flows through them:
 //! [`config`] (sizes, presets, YAML, validation, counts) → [`model`] (the network, init, loss)
-//! → [`generate`] (KV-cache sampling) → [`hf`] (Hugging Face weights in and out); [`error`]
-//! holds the crate's one error type.
+//! → [`params`] (weight-decay groups) → [`generate`] (KV-cache sampling) → [`hf`] (Hugging
+//! Face weights in and out); [`error`] holds the crate's one error type.
 //!
 //! ```
 //! use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -30,6 +30,7 @@ pub mod error;
 pub mod generate;
 pub mod hf;
 pub mod model;
+pub mod params;
 
 pub use config::{ComputeDtype, Gpt2Config, EOT_TOKEN, GPT2_VOCAB_SIZE, PRESET_NAMES};
 pub use error::{ModelError, Result};
@@ -38,3 +39,4 @@ pub use hf::{load_hf, load_hf_with_config, read_hf_config, save_hf};
 pub use model::{
     cross_entropy, cross_entropy_reference, Block, CausalSelfAttention, Gpt2, KvCache, LayerKv, Mlp,
 };
+pub use params::DecayGroups;

@@ -70,7 +70,7 @@ fn linear_at<const D: usize>(layer: &Linear, x: Tensor<D>, dtype: Option<FloatDT
 /// target device. Values are drawn on the CPU in a fixed order and uploaded, so a seed gives
 /// the same weights on every backend and whatever else uses the device's (global) RNG
 /// concurrently, e.g. other tests or dropout.
-pub(crate) struct Init {
+struct Init {
     rng: StdRng,
     device: Device,
 }

@@ -356,3 +356,45 @@ fn greedy_generation_equals_a_full_forward_loop_with_nanogpt_cropping() {
     }
     assert_eq!(got, expected);
 }
+
+#[test]
+fn decay_groups_split_2d_from_1d_parameters() {
+    // nanoGPT's rule (p.dim() >= 2 decays). For gpt2-117m that is 2 + 4·12 = 50 decayed tensors
+    // (wte, wpe, four Linear weights per block) and 12·8 + 2 = 98 non-decayed ones (four biases
+    // and two LayerNorms per block, ln_f).
+    let config = Gpt2Config::preset("tiny").unwrap(); // 2 layers
+    let model = Gpt2::new(&config, &Device::flex(), 0).unwrap();
+    let g = model.decay_groups();
+    assert_eq!((g.decay.len(), g.no_decay.len()), (2 + 4 * 2, 8 * 2 + 2));
+    let (v, t, c, l) = (50257, 64, 64, 2);
+    assert_eq!(g.decay_numel, v * c + t * c + l * 12 * c * c);
+    assert_eq!(g.no_decay_numel, l * 13 * c + 2 * c);
+    assert_eq!(
+        (g.decay_numel + g.no_decay_numel) as u64,
+        config.num_params()
+    );
+    let ids = model.decay_groups();
+    assert_eq!(ids.decay, g.decay, "ids are stable");
+}
+
+#[test]
+fn burn_native_checkpoint_round_trip_and_damaged_file_is_an_error() {
+    let device = Device::flex();
+    let config = small_config();
+    let model = Gpt2::new(&config, &device, 31).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.bpk");
+    model.clone().save_file(&path).unwrap();
+    let x = tokens(&[3, 1, 4, 1, 5, 9], 1, &device);
+    let loaded = Gpt2::new(&config, &device, 99)
+        .unwrap()
+        .try_load_file(&path)
+        .unwrap();
+    assert!(to_vec(loaded.forward(x.clone())) == to_vec(model.forward(x)));
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 3]).unwrap();
+    assert!(Gpt2::new(&config, &device, 99)
+        .unwrap()
+        .try_load_file(&path)
+        .is_err());
+}
