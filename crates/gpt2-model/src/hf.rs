@@ -41,6 +41,12 @@ struct HfConfigIn {
     layer_norm_epsilon: f64,
     #[serde(default)]
     activation_function: Option<String>,
+    #[serde(default)]
+    n_inner: Option<usize>,
+    #[serde(default)]
+    scale_attn_weights: Option<bool>,
+    #[serde(default)]
+    scale_attn_by_inverse_layer_idx: Option<bool>,
 }
 
 fn default_eps() -> f64 {
@@ -65,13 +71,30 @@ pub fn read_hf_config(path: &Path) -> Result<Gpt2Config> {
         path: path.to_path_buf(),
         source,
     })?;
+    // Variants of HF's GPT2Config this model does not implement: refuse rather than load
+    // weights into a model that would compute something else.
+    let mut unsupported = Vec::new();
     if let Some(act) = hf.activation_function.as_deref() {
         if act != "gelu_new" && act != "gelu_pytorch_tanh" {
-            return Err(ModelError::CannotInferConfig {
-                path: path.to_path_buf(),
-                reason: format!("activation_function {act:?} is not tanh-GELU (gelu_new)"),
-            });
+            unsupported.push(format!(
+                "activation_function {act:?} is not tanh-GELU (gelu_new)"
+            ));
         }
+    }
+    if let Some(inner) = hf.n_inner.filter(|&n| n != 4 * hf.n_embd) {
+        unsupported.push(format!("n_inner {inner} != 4 * n_embd"));
+    }
+    if hf.scale_attn_weights == Some(false) {
+        unsupported.push("scale_attn_weights = false".into());
+    }
+    if hf.scale_attn_by_inverse_layer_idx == Some(true) {
+        unsupported.push("scale_attn_by_inverse_layer_idx = true".into());
+    }
+    if !unsupported.is_empty() {
+        return Err(ModelError::CannotInferConfig {
+            path: path.to_path_buf(),
+            reason: format!("unsupported GPT-2 variant: {}", unsupported.join("; ")),
+        });
     }
     let mut config = Gpt2Config::new(hf.n_layer, hf.n_head, hf.n_embd, hf.n_positions);
     config.vocab_size = hf.vocab_size;

@@ -325,3 +325,33 @@ fn damaged_or_mismatched_weights_are_errors_naming_the_key() {
     let err = load_hf(dir.path().join("nope"), &device).unwrap_err();
     assert!(matches!(err, ModelError::Io { .. }), "{err}");
 }
+
+#[test]
+fn hf_configs_of_other_gpt2_variants_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = std::fs::read_to_string(model_dir().join("config.json")).unwrap();
+    for (from, to, needle) in [
+        (
+            r#""activation_function": "gelu_new""#,
+            r#""activation_function": "relu""#,
+            "relu",
+        ),
+        (r#""n_inner": null"#, r#""n_inner": 64"#, "n_inner"),
+        (
+            r#""scale_attn_by_inverse_layer_idx": false"#,
+            r#""scale_attn_by_inverse_layer_idx": true"#,
+            "inverse_layer_idx",
+        ),
+    ] {
+        assert!(base.contains(from), "fixture config lacks {from}");
+        let path = dir.path().join("config.json");
+        std::fs::write(&path, base.replace(from, to)).unwrap();
+        let err = gpt2_model::read_hf_config(&path).unwrap_err();
+        assert!(err.to_string().contains(needle), "{err}");
+    }
+    let cfg = gpt2_model::read_hf_config(&model_dir().join("config.json")).unwrap();
+    assert_eq!(
+        (cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size),
+        (2, 2, 32, 64)
+    );
+}
