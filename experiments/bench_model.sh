@@ -18,5 +18,6 @@ echo
 echo "| preset | params | mode | BxT | threads | timed steps | tokens/s | achieved GFLOP/s | note |"
 echo "|---|---|---|---|---|---|---|---|---|"
 "$BIN" tiny 8 64 5
+"$BIN" tiny-cpu 8 128 3
 "$BIN" gpt2-10m 4 128 3
 "$BIN" gpt2-117m 1 256 2
