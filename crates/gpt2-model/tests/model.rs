@@ -398,3 +398,49 @@ fn burn_native_checkpoint_round_trip_and_damaged_file_is_an_error() {
         .try_load_file(&path)
         .is_err());
 }
+
+/// Counts parameters whose gradient is missing, all-zero or non-finite.
+struct GradCheck<'a> {
+    grads: &'a burn::tensor::Gradients,
+    seen: usize,
+    bad: Vec<String>,
+}
+
+impl burn::module::ModuleVisitor for GradCheck<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        self.seen += 1;
+        let shape = param.lazy_shape();
+        match param.val().grad(self.grads) {
+            None => self.bad.push(format!("{shape:?}: no gradient")),
+            Some(g) => {
+                let v = to_vec(g);
+                if v.iter().any(|x| !x.is_finite()) || v.iter().all(|&x| x == 0.0) {
+                    self.bad
+                        .push(format!("{shape:?}: zero or non-finite gradient"));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn every_parameter_gets_a_gradient_in_f32_and_f16() {
+    let device = Device::flex().autodiff();
+    for dtype in [ComputeDtype::F32, ComputeDtype::F16] {
+        let mut config = small_config();
+        config.compute_dtype = dtype;
+        let model = Gpt2::new(&config, &device, 17).unwrap();
+        let ids: Vec<i64> = (0..24).map(|i| (i * 13 + 1) % 97).collect();
+        let targets: Vec<i64> = (0..24).map(|i| (i * 29 + 3) % 97).collect();
+        let (_, loss) = model.forward_loss(tokens(&ids, 2, &device), tokens(&targets, 2, &device));
+        let grads = loss.backward();
+        let mut check = GradCheck {
+            grads: &grads,
+            seen: 0,
+            bad: Vec::new(),
+        };
+        model.visit(&mut check);
+        assert_eq!(check.seen, 2 + 12 * config.n_layer + 2, "{dtype:?}");
+        assert!(check.bad.is_empty(), "{dtype:?}: {:?}", check.bad);
+    }
+}
