@@ -355,3 +355,20 @@ fn hf_configs_of_other_gpt2_variants_are_refused() {
         (2, 2, 32, 64)
     );
 }
+
+#[test]
+fn without_config_json_the_architecture_is_inferred_from_shapes() {
+    // GPT-2 heads are 64 wide, so C = 128 means 2 heads; depth from h.{i}, vocab from wte.
+    let mut config = Gpt2Config::new(3, 2, 128, 16);
+    config.vocab_size = 100;
+    let device = Device::flex();
+    let model = Gpt2::new(&config, &device, 5).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    save_hf(&model, dir.path()).unwrap();
+    std::fs::remove_file(dir.path().join("config.json")).unwrap();
+    let again = load_hf(dir.path().join("model.safetensors"), &device).unwrap();
+    assert_eq!(again.config(), &config);
+    let ids: Vec<i64> = (0..32).map(|i| (i * 7) % 100).collect();
+    let x = int2(&ids, [2, 16], &device);
+    assert!(to_vec(again.forward(x.clone())) == to_vec(model.forward(x)));
+}
