@@ -345,12 +345,11 @@ impl Gpt2 {
     ///
     /// The weights come from our own RNG seeded with `seed` (drawn on the CPU in a fixed order),
     /// so the same seed gives bit-identical weights on any backend and regardless of what else
-    /// uses the device RNG. The device RNG is also seeded with `seed` (`device.seed`), which
-    /// makes later dropout masks reproducible in a single-threaded program; note that flex's
-    /// device RNG is global to the process.
+    /// uses the device RNG. The device RNG (dropout masks) is deliberately left alone: flex's is
+    /// global to the process, so building a model (say, for evaluation) must not reset the
+    /// trainer's dropout stream; seed it in the trainer (`device.seed`, e.g. from seed and step).
     pub fn new(config: &Gpt2Config, device: &Device, seed: u64) -> Result<Self> {
         config.validate()?;
-        device.seed(seed);
         let mut init = Init::new(seed, device);
         let (v, t, c) = (config.vocab_size, config.block_size, config.n_embd);
         let wte = Embedding {
