@@ -1,0 +1,42 @@
+//! GPT-2 in Burn 0.22: config and presets, the model (nanoGPT reading order), init, parameter
+//! and FLOP counts, KV-cache generation, and HF safetensors import/export.
+//!
+//! Backends are chosen by device (`Device::flex()` on CPU, `.autodiff()` for training); the
+//! model code has no backend type parameter. Files, in the order data flows through them:
+//! [`config`] (sizes, presets, YAML, validation, counts) → [`model`] (the network, init, loss)
+//! → [`params`] (weight-decay groups) → [`generate`] (KV-cache sampling) → [`hf`] (Hugging
+//! Face weights in and out); [`error`] holds the crate's one error type.
+//!
+//! ```
+//! use burn::tensor::{Device, Int, Tensor, TensorData};
+//! use gpt2_model::{GenerateConfig, Gpt2, Gpt2Config};
+//!
+//! let config = Gpt2Config::preset("tiny")?; // 2 layers, 2 heads, C = 64, context 64
+//! let device = Device::flex().autodiff(); // CPU, with gradients
+//! let model = Gpt2::new(&config, &device, 1337)?;
+//! let ids = Tensor::<2, Int>::from_data(TensorData::new(vec![464i64, 3290, 318, 257], [1, 4]), &device);
+//! let targets = Tensor::<2, Int>::from_data(TensorData::new(vec![3290i64, 318, 257, 922], [1, 4]), &device);
+//! let (logits, loss) = model.forward_loss(ids, targets); // logits [1, 4, 50257]
+//! let grads = loss.backward();
+//! assert!(model.wte.weight.val().grad(&grads).is_some());
+//!
+//! let new_tokens = model.generate(&[464, 3290], &GenerateConfig { max_new_tokens: 5, ..Default::default() })?;
+//! assert!(new_tokens.len() <= 5);
+//! # Ok::<(), gpt2_model::ModelError>(())
+//! ```
+
+pub mod config;
+pub mod error;
+pub mod generate;
+pub mod hf;
+pub mod model;
+pub mod params;
+
+pub use config::{ComputeDtype, Gpt2Config, EOT_TOKEN, GPT2_VOCAB_SIZE, PRESET_NAMES};
+pub use error::{ModelError, Result};
+pub use generate::GenerateConfig;
+pub use hf::{load_hf, load_hf_with_config, read_hf_config, save_hf};
+pub use model::{
+    cross_entropy, cross_entropy_reference, Block, CausalSelfAttention, Gpt2, KvCache, LayerKv, Mlp,
+};
+pub use params::DecayGroups;

@@ -1,0 +1,591 @@
+//! GPT-2 in Burn, top to bottom in nanoGPT's reading order (`model.py`): helpers →
+//! CausalSelfAttention → Mlp → Block → Gpt2. Field names are GPT-2's own (`wte`, `wpe`, `h`,
+//! `ln_1`, `attn.c_attn`, `attn.c_proj`, `ln_2`, `mlp.c_fc`, `mlp.c_proj`, `ln_f`) so HF/OpenAI
+//! weights map one to one (Burn's LayerNorm calls weight/bias `gamma`/`beta`).
+//!
+//! Sources: Radford et al. 2019 (GPT-2), OpenAI `gpt-2/src/model.py`, karpathy/nanoGPT
+//! `model.py`, HF `modeling_gpt2.py`. Pre-LayerNorm blocks, a final `ln_f`, biases everywhere,
+//! tanh-approximate GELU, MLP width 4·C, LM head tied to `wte`.
+//!
+//! **Initialisation** (this project's stated choice, see GPT2-REFERENCE.md "Ours"): wte ~
+//! N(0, 0.02) (OpenAI/nanoGPT), wpe ~ N(0, 0.01) (OpenAI `model.py`), every Linear weight ~
+//! N(0, 0.02), except `attn.c_proj` and `mlp.c_proj` ~ N(0, 0.02/√(2·n_layer)) (GPT-2 paper §2.3's
+//! residual scaling as nanoGPT/llm.c implement it: two residual adds per block), all biases 0,
+//! LayerNorm weight 1 and bias 0. Burn's default initialisers (Kaiming uniform for Linear,
+//! N(0, 1) for Embedding) are not used anywhere. Parameters are drawn eagerly, in a fixed order,
+//! from our own `StdRng` seeded with the model seed (on the CPU, then uploaded), so the same seed
+//! gives the same model on every backend.
+//!
+//! **Precision**: parameters are f32. With `compute_dtype` bf16/f16 the weights and activations
+//! are cast around every matmul and the attention op, and cast back to f32 afterwards; the
+//! residual stream, LayerNorm, GELU, softmax of the loss stay f32.
+//!
+//! **Dropout**: `config.dropout` applies after the embedding sum and on the outputs of
+//! `attn.c_proj` and `mlp.c_proj` (residual dropout). Burn's attention op has no dropout, so
+//! there is no dropout on the attention weights (HF's `attn_pdrop`). Dropout only acts on an
+//! autodiff device with the module in training mode.
+
+use burn::module::{Module, Param};
+use burn::nn::{Dropout, DropoutConfig, Embedding, Gelu, LayerNorm, LayerNormConfig, Linear};
+use burn::tensor::activation::{log_softmax, softmax};
+use burn::tensor::module::{attention, linear};
+use burn::tensor::ops::{AttentionModuleOptions, IndexingUpdateOp};
+use burn::tensor::{Device, FloatDType, Int, Tensor, TensorData};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::config::{ComputeDtype, Gpt2Config};
+use crate::error::Result;
+
+/// Std of wte and of every Linear weight (OpenAI `model.py`, nanoGPT).
+pub const INIT_STD: f64 = 0.02;
+/// Std of wpe (OpenAI `model.py`: `tf.random_normal_initializer(stddev=0.01)`).
+pub const INIT_STD_WPE: f64 = 0.01;
+
+impl ComputeDtype {
+    /// The dtype to cast to around matmuls, or `None` for the plain f32 path (no casts at all).
+    pub fn cast_dtype(self) -> Option<FloatDType> {
+        match self {
+            ComputeDtype::F32 => None,
+            ComputeDtype::Bf16 => Some(FloatDType::BF16),
+            ComputeDtype::F16 => Some(FloatDType::F16),
+        }
+    }
+}
+
+/// `x·W + b` at `dtype` (weights and input cast, result cast back to f32); plain f32 when `None`.
+fn linear_at<const D: usize>(layer: &Linear, x: Tensor<D>, dtype: Option<FloatDType>) -> Tensor<D> {
+    match dtype {
+        None => layer.forward(x),
+        Some(dt) => linear(
+            x.cast(dt),
+            layer.weight.val().cast(dt),
+            layer.bias.as_ref().map(|b| b.val().cast(dt)),
+        )
+        .cast(FloatDType::F32),
+    }
+}
+
+/// The random source of initialisation: our own seeded RNG (ChaCha12 `StdRng`) plus the
+/// target device. Values are drawn on the CPU in a fixed order and uploaded, so a seed gives
+/// the same weights on every backend and whatever else uses the device's (global) RNG
+/// concurrently, e.g. other tests or dropout.
+struct Init {
+    rng: StdRng,
+    device: Device,
+}
+
+impl Init {
+    fn new(seed: u64, device: &Device) -> Self {
+        Self {
+            rng: StdRng::seed_from_u64(seed),
+            device: device.clone(),
+        }
+    }
+
+    /// A parameter ~ N(0, std²), drawn with the Box–Muller transform.
+    fn normal<const D: usize>(&mut self, shape: [usize; D], std: f64) -> Param<Tensor<D>> {
+        let n: usize = shape.iter().product();
+        let mut values = Vec::with_capacity(n + 1);
+        while values.len() < n {
+            // u1 in (0, 1] so that ln(u1) is finite.
+            let u1 = 1.0 - self.rng.random::<f64>();
+            let u2 = self.rng.random::<f64>();
+            let r = (-2.0 * u1.ln()).sqrt() * std;
+            let theta = std::f64::consts::TAU * u2;
+            values.push((r * theta.cos()) as f32);
+            values.push((r * theta.sin()) as f32);
+        }
+        values.truncate(n);
+        Param::from_tensor(Tensor::from_data(
+            TensorData::new(values, shape),
+            &self.device,
+        ))
+    }
+
+    /// A Linear `[d_in, d_out]` with weight ~ N(0, std²) and zero bias (Burn's LinearConfig
+    /// would draw the bias from the weight's initializer, so it is built by hand).
+    fn linear(&mut self, d_in: usize, d_out: usize, std: f64) -> Linear {
+        Linear {
+            weight: self.normal([d_in, d_out], std),
+            bias: Some(Param::from_tensor(Tensor::zeros([d_out], &self.device))),
+        }
+    }
+}
+
+/// The key/value cache of one attention layer: `[B, n_head, T_past, head_dim]` each.
+#[derive(Debug, Clone, Default)]
+pub struct LayerKv {
+    /// Keys and values seen so far, `None` before the first step.
+    pub kv: Option<(Tensor<4>, Tensor<4>)>,
+}
+
+/// Key/value caches of all layers plus the number of positions already processed.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    /// One entry per block.
+    pub layers: Vec<LayerKv>,
+    /// Positions already in the cache (the position of the next token).
+    pub len: usize,
+}
+
+impl KvCache {
+    /// An empty cache for `n_layer` blocks.
+    pub fn new(n_layer: usize) -> Self {
+        Self {
+            layers: vec![LayerKv::default(); n_layer],
+            len: 0,
+        }
+    }
+
+    /// Forgets everything (next token is position 0 again).
+    pub fn clear(&mut self) {
+        self.layers.iter_mut().for_each(|l| l.kv = None);
+        self.len = 0;
+    }
+}
+
+/// Multi-head causal self-attention with a fused q,k,v projection.
+#[derive(Module, Debug)]
+pub struct CausalSelfAttention {
+    /// Fused q,k,v projection, weight `[C, 3C]` (HF Conv1D layout).
+    pub c_attn: Linear,
+    /// Output projection, weight `[C, C]`.
+    pub c_proj: Linear,
+    /// Residual dropout on the output.
+    pub resid_dropout: Dropout,
+    /// Number of heads.
+    pub n_head: usize,
+    #[module(skip)]
+    compute_dtype: ComputeDtype,
+}
+
+impl CausalSelfAttention {
+    fn new(config: &Gpt2Config, init: &mut Init) -> Self {
+        let c = config.n_embd;
+        let proj_std = INIT_STD / (2.0 * config.n_layer as f64).sqrt();
+        Self {
+            c_attn: init.linear(c, 3 * c, INIT_STD),
+            c_proj: init.linear(c, c, proj_std),
+            resid_dropout: DropoutConfig::new(config.dropout).init(),
+            n_head: config.n_head,
+            compute_dtype: config.compute_dtype,
+        }
+    }
+
+    /// # Shapes
+    /// - `x`: `[B, T, C]`; with a cache, its k/v grow from `[B, nh, T_past, hd]` to
+    ///   `[B, nh, T_past + T, hd]` and queries attend to all past keys (causal mask aligned at the
+    ///   bottom right, as Burn's `is_causal` does).
+    /// - output: `[B, T, C]`
+    pub fn forward(&self, x: Tensor<3>, cache: Option<&mut LayerKv>) -> Tensor<3> {
+        let [b, t, c] = x.dims();
+        let (nh, hd) = (self.n_head, c / self.n_head);
+        let dt = self.compute_dtype.cast_dtype();
+        let qkv = linear_at(&self.c_attn, x, dt); // (B, T, 3C)
+        let head = |i: usize| {
+            qkv.clone()
+                .narrow(2, i * c, c) // (B, T, C)
+                .reshape([b, t, nh, hd])
+                .swap_dims(1, 2) // (B, nh, T, hd)
+        };
+        let (q, mut k, mut v) = (head(0), head(1), head(2));
+        if let Some(cache) = cache {
+            if let Some((past_k, past_v)) = cache.kv.take() {
+                k = Tensor::cat(vec![past_k, k], 2); // (B, nh, T_past + T, hd)
+                v = Tensor::cat(vec![past_v, v], 2);
+            }
+            cache.kv = Some((k.clone(), v.clone()));
+        }
+        let options = AttentionModuleOptions {
+            scale: Some(1.0 / (hd as f64).sqrt()),
+            softcap: None,
+            is_causal: true,
+        };
+        let y = match dt {
+            None => attention(q, k, v, None, None, options),
+            Some(d) => attention(q.cast(d), k.cast(d), v.cast(d), None, None, options)
+                .cast(FloatDType::F32),
+        }; // (B, nh, T, hd)
+        let y = y.swap_dims(1, 2).reshape([b, t, c]); // (B, T, C): heads side by side
+        self.resid_dropout.forward(linear_at(&self.c_proj, y, dt))
+    }
+}
+
+/// The position-wise MLP: `c_fc` (C → 4C), tanh-approximate GELU, `c_proj` (4C → C).
+#[derive(Module, Debug)]
+pub struct Mlp {
+    /// Expansion, weight `[C, 4C]`.
+    pub c_fc: Linear,
+    /// GELU with the tanh approximation (GPT-2's `gelu`, HF's `gelu_new`).
+    pub gelu: Gelu,
+    /// Projection back, weight `[4C, C]`.
+    pub c_proj: Linear,
+    /// Residual dropout on the output.
+    pub dropout: Dropout,
+    #[module(skip)]
+    compute_dtype: ComputeDtype,
+}
+
+impl Mlp {
+    fn new(config: &Gpt2Config, init: &mut Init) -> Self {
+        let c = config.n_embd;
+        let proj_std = INIT_STD / (2.0 * config.n_layer as f64).sqrt();
+        Self {
+            c_fc: init.linear(c, 4 * c, INIT_STD),
+            gelu: Gelu::new_approximate(),
+            c_proj: init.linear(4 * c, c, proj_std),
+            dropout: DropoutConfig::new(config.dropout).init(),
+            compute_dtype: config.compute_dtype,
+        }
+    }
+
+    /// # Shapes
+    /// - `x`: `[B, T, C]` → output `[B, T, C]`
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let dt = self.compute_dtype.cast_dtype();
+        let h = linear_at(&self.c_fc, x, dt); // (B, T, 4C)
+        let h = self.gelu.forward(h); // f32
+        self.dropout.forward(linear_at(&self.c_proj, h, dt)) // (B, T, C)
+    }
+}
+
+/// A pre-LayerNorm transformer block: `x + attn(ln_1(x))`, then `x + mlp(ln_2(x))`.
+#[derive(Module, Debug)]
+pub struct Block {
+    /// LayerNorm before attention.
+    pub ln_1: LayerNorm,
+    /// Causal self-attention.
+    pub attn: CausalSelfAttention,
+    /// LayerNorm before the MLP.
+    pub ln_2: LayerNorm,
+    /// The MLP.
+    pub mlp: Mlp,
+}
+
+impl Block {
+    fn new(config: &Gpt2Config, init: &mut Init) -> Self {
+        let device = init.device.clone();
+        let ln = || {
+            LayerNormConfig::new(config.n_embd)
+                .with_epsilon(config.layer_norm_epsilon)
+                .init(&device) // weight 1, bias 0
+        };
+        let ln_1 = ln();
+        let attn = CausalSelfAttention::new(config, init);
+        let ln_2 = ln();
+        let mlp = Mlp::new(config, init);
+        Self {
+            ln_1,
+            attn,
+            ln_2,
+            mlp,
+        }
+    }
+
+    /// Assembles a block from loaded layers (used by the HF importer; no random draws).
+    pub(crate) fn from_parts(
+        config: &Gpt2Config,
+        ln_1: LayerNorm,
+        c_attn: Linear,
+        attn_c_proj: Linear,
+        ln_2: LayerNorm,
+        c_fc: Linear,
+        mlp_c_proj: Linear,
+    ) -> Self {
+        let dropout = || DropoutConfig::new(config.dropout).init();
+        Self {
+            ln_1,
+            attn: CausalSelfAttention {
+                c_attn,
+                c_proj: attn_c_proj,
+                resid_dropout: dropout(),
+                n_head: config.n_head,
+                compute_dtype: config.compute_dtype,
+            },
+            ln_2,
+            mlp: Mlp {
+                c_fc,
+                gelu: Gelu::new_approximate(),
+                c_proj: mlp_c_proj,
+                dropout: dropout(),
+                compute_dtype: config.compute_dtype,
+            },
+        }
+    }
+
+    /// # Shapes
+    /// - `x`: `[B, T, C]` → output `[B, T, C]`
+    pub fn forward(&self, x: Tensor<3>, cache: Option<&mut LayerKv>) -> Tensor<3> {
+        let x = x.clone() + self.attn.forward(self.ln_1.forward(x), cache);
+        x.clone() + self.mlp.forward(self.ln_2.forward(x))
+    }
+}
+
+/// The GPT-2 language model (HF's `GPT2LMHeadModel`): embeddings, `n_layer` blocks, `ln_f`, and
+/// an LM head that reuses `wte.weight` (tied; one parameter, gradients from both uses add up).
+#[derive(Module, Debug)]
+pub struct Gpt2 {
+    /// Token embedding `[vocab_size, C]`; also the (transposed) LM head.
+    pub wte: Embedding,
+    /// Learned position embedding `[block_size, C]`.
+    pub wpe: Embedding,
+    /// Dropout on the embedding sum.
+    pub drop: Dropout,
+    /// The transformer blocks.
+    pub h: Vec<Block>,
+    /// Final LayerNorm.
+    pub ln_f: LayerNorm,
+    #[module(skip)]
+    config: Gpt2Config,
+}
+
+impl Gpt2 {
+    /// Builds a freshly initialised model (see the module docs for the init) on `device`.
+    ///
+    /// The weights come from our own RNG seeded with `seed` (drawn on the CPU in a fixed order),
+    /// so the same seed gives bit-identical weights on any backend and regardless of what else
+    /// uses the device RNG. The device RNG (dropout masks) is deliberately left alone: flex's is
+    /// global to the process, so building a model (say, for evaluation) must not reset the
+    /// trainer's dropout stream; seed it in the trainer (`device.seed`, e.g. from seed and step).
+    pub fn new(config: &Gpt2Config, device: &Device, seed: u64) -> Result<Self> {
+        config.validate()?;
+        let mut init = Init::new(seed, device);
+        let (v, t, c) = (config.vocab_size, config.block_size, config.n_embd);
+        let wte = Embedding {
+            weight: init.normal([v, c], INIT_STD),
+        };
+        let wpe = Embedding {
+            weight: init.normal([t, c], INIT_STD_WPE),
+        };
+        let h = (0..config.n_layer)
+            .map(|_| Block::new(config, &mut init))
+            .collect();
+        let ln_f = LayerNormConfig::new(c)
+            .with_epsilon(config.layer_norm_epsilon)
+            .init(device);
+        Ok(Self {
+            wte,
+            wpe,
+            drop: DropoutConfig::new(config.dropout).init(),
+            h,
+            ln_f,
+            config: config.clone(),
+        })
+    }
+
+    /// Assembles a model from already-built parts (used by the HF importer).
+    pub(crate) fn from_parts(
+        config: Gpt2Config,
+        wte: Embedding,
+        wpe: Embedding,
+        h: Vec<Block>,
+        ln_f: LayerNorm,
+    ) -> Self {
+        Self {
+            wte,
+            wpe,
+            drop: DropoutConfig::new(config.dropout).init(),
+            h,
+            ln_f,
+            config,
+        }
+    }
+
+    /// Changes the settings that hold no parameters (matmul precision and dropout), e.g. to
+    /// train an imported checkpoint in bf16 or with dropout. Weights are untouched.
+    pub fn with_runtime_settings(
+        mut self,
+        compute_dtype: ComputeDtype,
+        dropout: f64,
+    ) -> Result<Self> {
+        let mut config = self.config.clone();
+        config.compute_dtype = compute_dtype;
+        config.dropout = dropout;
+        config.validate()?;
+        self.drop.prob = dropout;
+        for block in &mut self.h {
+            block.attn.compute_dtype = compute_dtype;
+            block.attn.resid_dropout.prob = dropout;
+            block.mlp.compute_dtype = compute_dtype;
+            block.mlp.dropout.prob = dropout;
+        }
+        self.config = config;
+        Ok(self)
+    }
+
+    /// The architecture this model was built with.
+    pub fn config(&self) -> &Gpt2Config {
+        &self.config
+    }
+
+    /// The device the parameters live on.
+    pub fn device(&self) -> Device {
+        self.wte.weight.val().device()
+    }
+
+    /// Exact parameter count of this module (tied embedding counted once, since it is one
+    /// parameter); equals `config().num_params()`.
+    pub fn num_params(&self) -> usize {
+        Module::num_params(self)
+    }
+
+    /// Training FLOPs per token, see [`Gpt2Config::flops_per_token`].
+    pub fn flops_per_token(&self, seq_len: usize) -> u64 {
+        self.config.flops_per_token(seq_len)
+    }
+
+    /// Full forward pass.
+    ///
+    /// # Shapes
+    /// - `tokens`: `[B, T]` token ids, `T <= block_size`
+    /// - output: logits `[B, T, vocab_size]` (f32)
+    ///
+    /// # Panics
+    /// If `T > block_size` (positions beyond the learned table do not exist).
+    pub fn forward(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
+        self.forward_from(tokens, 0, None)
+    }
+
+    /// Incremental forward: processes `tokens` as the positions right after those in `cache`
+    /// and appends their keys/values to it. Logits equal those of [`Gpt2::forward`] on the whole
+    /// sequence at the same positions.
+    ///
+    /// # Shapes
+    /// - `tokens`: `[B, T_new]`, `cache.len + T_new <= block_size`
+    /// - output: logits `[B, T_new, vocab_size]`
+    pub fn forward_cached(&self, tokens: Tensor<2, Int>, cache: &mut KvCache) -> Tensor<3> {
+        let offset = cache.len;
+        let [_, t] = tokens.dims();
+        let logits = self.forward_from(tokens, offset, Some(&mut cache.layers));
+        cache.len += t;
+        logits
+    }
+
+    fn forward_from(
+        &self,
+        tokens: Tensor<2, Int>,
+        offset: usize,
+        caches: Option<&mut Vec<LayerKv>>,
+    ) -> Tensor<3> {
+        let [_, t] = tokens.dims();
+        assert!(
+            offset + t <= self.config.block_size,
+            "sequence of {} positions exceeds block_size {}",
+            offset + t,
+            self.config.block_size
+        );
+        let device = tokens.device();
+        let pos =
+            Tensor::<1, Int>::arange(offset as i64..(offset + t) as i64, &device).reshape([1, t]); // (1, T)
+        let tok_emb = self.wte.forward(tokens); // (B, T, C)
+        let pos_emb = self.wpe.forward(pos); // (1, T, C)
+        let mut x = self.drop.forward(tok_emb + pos_emb);
+        match caches {
+            Some(caches) => {
+                assert_eq!(
+                    caches.len(),
+                    self.h.len(),
+                    "KV cache has the wrong layer count"
+                );
+                for (block, cache) in self.h.iter().zip(caches.iter_mut()) {
+                    x = block.forward(x, Some(cache));
+                }
+            }
+            None => {
+                for block in &self.h {
+                    x = block.forward(x, None);
+                }
+            }
+        }
+        self.lm_head(self.ln_f.forward(x))
+    }
+
+    /// The tied LM head: `x · wteᵀ`.
+    ///
+    /// # Shapes
+    /// - `x`: `[B, T, C]` → logits `[B, T, vocab_size]`
+    pub fn lm_head(&self, x: Tensor<3>) -> Tensor<3> {
+        let [b, t, c] = x.dims();
+        let w = self.wte.weight.val(); // (V, C)
+        let [v, _] = w.dims();
+        let x = x.reshape([b * t, c]);
+        let logits = match self.config.compute_dtype.cast_dtype() {
+            None => x.matmul(w.transpose()),
+            Some(d) => x
+                .cast(d)
+                .matmul(w.cast(d).transpose())
+                .cast(FloatDType::F32),
+        }; // (B*T, V)
+        logits.reshape([b, t, v])
+    }
+
+    /// Mean cross-entropy of `logits` against `targets`, see [`cross_entropy`].
+    pub fn loss(&self, logits: Tensor<3>, targets: Tensor<2, Int>) -> Tensor<1> {
+        cross_entropy(logits, targets)
+    }
+
+    /// Forward pass and loss in one call; returns `(logits, loss)`.
+    pub fn forward_loss(
+        &self,
+        tokens: Tensor<2, Int>,
+        targets: Tensor<2, Int>,
+    ) -> (Tensor<3>, Tensor<1>) {
+        let logits = self.forward(tokens);
+        let loss = cross_entropy(logits.clone(), targets);
+        (logits, loss)
+    }
+}
+
+fn to_f32<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if x.dtype() == FloatDType::F32.into() {
+        x
+    } else {
+        x.cast(FloatDType::F32)
+    }
+}
+
+/// Mean token-level cross-entropy (nats), in f32, with a fused gradient.
+///
+/// Value: `mean_i(lse_i - l[i, t_i])` where `lse_i = m_i - ln(max_j p_ij)`, `m` the row max of
+/// the logits and `p = softmax(l)` (the row max of `p` is at least 1/V, so its log cannot
+/// underflow). Gradient with respect to the logits: exactly `(p - onehot(t)) / N`, injected
+/// through the surrogate `sum(l · stopgrad(p - onehot)) / N`, whose value is subtracted again.
+///
+/// Why: `log_softmax` is not fused in Burn 0.22's flex backend and autodiff records it as six
+/// ops, each a pass plus an allocation over `[B·T, V]` in the forward and again in the backward.
+/// On the `tiny` preset (vocab 50257) that made the loss cost more than the whole network; this
+/// version uses flex's fused softmax and one `[B·T, V]` product (see experiments/RESULTS-model.md).
+/// [`cross_entropy_reference`] is the textbook form; tests check both give the same value and
+/// gradients, and the HF reference test checks the gradients against PyTorch.
+///
+/// # Shapes
+/// - `logits`: `[B, T, V]`, `targets`: `[B, T]` with ids `< V`
+/// - output: `[1]`
+pub fn cross_entropy(logits: Tensor<3>, targets: Tensor<2, Int>) -> Tensor<1> {
+    let [b, t, v] = logits.dims();
+    let n = b * t;
+    let device = logits.device();
+    let logits = to_f32(logits).reshape([n, v]); // (N, V), tracked
+    let targets = targets.reshape([n, 1]);
+    let plain = logits.clone().detach(); // (N, V), no graph from here on
+    let p = softmax(plain.clone(), 1); // (N, V)
+    let lse = plain.clone().max_dim(1) - p.clone().max_dim(1).log(); // (N, 1)
+    let nll = (lse - plain.gather(1, targets.clone())).mean(); // [1]
+    let minus_one = Tensor::<2>::full([n, 1], -1.0, &device);
+    let dlogits = p.scatter(1, targets, minus_one, IndexingUpdateOp::Add); // p - onehot
+    let surrogate = (logits * dlogits).sum().div_scalar(n as f64); // gradient (p - onehot)/N
+    surrogate.clone() - surrogate.detach() + nll
+}
+
+/// Mean token-level cross-entropy via `log_softmax` + `gather`: the textbook form, kept as the
+/// reference [`cross_entropy`] is tested against (slower on CPU, same value and gradient).
+///
+/// # Shapes
+/// - `logits`: `[B, T, V]`, `targets`: `[B, T]` → output `[1]`
+pub fn cross_entropy_reference(logits: Tensor<3>, targets: Tensor<2, Int>) -> Tensor<1> {
+    let [b, t, v] = logits.dims();
+    let logp = log_softmax(to_f32(logits).reshape([b * t, v]), 1); // (B*T, V)
+    let picked = logp.gather(1, targets.reshape([b * t, 1])); // (B*T, 1)
+    picked.mean().neg()
+}
