@@ -1,0 +1,429 @@
+//! `gpt2 train`'s configuration: YAML (`configs/train/*.yaml`) + `--set key=value` overrides →
+//! [`TrainConfig`] (unknown keys rejected) → [`TrainConfig::plan`], which reports every problem
+//! at once and derives the numbers (accumulation steps, tokens per step, total steps, FLOPs).
+
+use std::path::{Path, PathBuf};
+
+use gpt2_model::{ComputeDtype, Gpt2Config};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, TrainError};
+
+/// The model: a preset name (`gpt2-117m`, `tiny-cpu`, …) or an inline architecture.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ModelSpec {
+    Preset(String),
+    Inline(Gpt2Config),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// A directory written by `gpt2 prepare` (holding `manifest.json`).
+    pub shards: PathBuf,
+    /// Check every shard's sha256 against the manifest before training.
+    #[serde(default = "yes")]
+    pub verify: bool,
+    /// Visit shards and windows in a seeded order that changes every epoch.
+    #[serde(default = "yes")]
+    pub shuffle: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    /// Sequences per forward/backward pass on one device.
+    pub micro_batch: usize,
+    /// Tokens per sequence (≤ the model's context).
+    pub seq_len: usize,
+    /// Tokens per optimizer step over all devices and accumulation steps (GPT-3: 524,288).
+    pub total_batch_tokens: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimizerConfig {
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Final learning rate of the cosine decay (llm.c/nanoGPT: lr / 10).
+    pub min_lr: f64,
+    pub warmup_steps: u64,
+    /// Length of the run in optimizer steps; or give `max_tokens`.
+    #[serde(default)]
+    pub max_steps: Option<u64>,
+    #[serde(default)]
+    pub max_tokens: Option<u64>,
+    #[serde(default = "beta1")]
+    pub beta1: f64,
+    /// GPT-3: 0.95 (Burn's default 0.999 is not GPT-2's recipe).
+    #[serde(default = "beta2")]
+    pub beta2: f64,
+    #[serde(default = "eps")]
+    pub eps: f64,
+    /// Decoupled weight decay on ≥2-D parameters only (GPT-3: 0.1).
+    #[serde(default = "wd")]
+    pub weight_decay: f64,
+    /// Clip the global L2 norm of all gradients to this (GPT-3: 1.0); 0 disables.
+    #[serde(default = "clip")]
+    pub grad_clip: f64,
+}
+
+fn beta1() -> f64 {
+    0.9
+}
+fn beta2() -> f64 {
+    0.95
+}
+fn eps() -> f64 {
+    1e-8
+}
+fn wd() -> f64 {
+    0.1
+}
+fn clip() -> f64 {
+    1.0
+}
+
+/// Numeric precision of the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    /// fp32 master weights and optimizer state, bf16 matmuls/attention.
+    Bf16,
+    /// fp32 master weights, f16 matmuls/attention, dynamic loss scaling.
+    F16,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceConfig {
+    /// `flex` (pure-Rust CPU, default) or `cuda`.
+    #[serde(default = "flex")]
+    pub kind: String,
+    /// CUDA device ids (data parallel over them is not implemented yet; see the README).
+    #[serde(default)]
+    pub ids: Vec<usize>,
+}
+
+fn flex() -> String {
+    "flex".into()
+}
+
+impl Default for DeviceConfig {
+    fn default() -> Self {
+        Self { kind: flex(), ids: vec![] }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalConfig {
+    /// Validation loss every this many steps (0: only at the end).
+    pub interval: u64,
+    /// Tokens of the held-out split per evaluation.
+    pub tokens: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// Checkpoint every this many steps (and always at the end).
+    pub interval: u64,
+    /// Keep the newest K checkpoints…
+    #[serde(default = "two")]
+    pub keep_last: usize,
+    /// …plus every checkpoint whose step is a multiple of this (0: none).
+    #[serde(default)]
+    pub keep_every: u64,
+}
+
+fn two() -> usize {
+    2
+}
+
+/// What to do when the loss or the gradient norm is NaN/Inf.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NanPolicy {
+    /// Stop with an error naming the step; nothing poisoned is checkpointed.
+    #[default]
+    Stop,
+    /// Skip the update (weights and optimizer state unchanged) and count it.
+    Skip,
+}
+
+/// A training run, as written in YAML.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Where checkpoints, metrics.jsonl, the loss plot and plan.json go.
+    pub run_dir: PathBuf,
+    pub model: ModelSpec,
+    pub data: DataConfig,
+    pub batch: BatchConfig,
+    pub optimizer: OptimizerConfig,
+    #[serde(default)]
+    pub precision: Precision,
+    #[serde(default)]
+    pub device: DeviceConfig,
+    pub eval: EvalConfig,
+    pub checkpoint: CheckpointConfig,
+    #[serde(default)]
+    pub seed: u64,
+    /// Print a line every this many steps.
+    #[serde(default = "ten")]
+    pub log_interval: u64,
+    #[serde(default)]
+    pub nan_policy: NanPolicy,
+}
+
+fn ten() -> u64 {
+    10
+}
+
+/// The derived numbers of a run, printed at start and saved with every checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainPlan {
+    pub config: TrainConfig,
+    pub model: Gpt2Config,
+    pub world_size: usize,
+    /// Micro-batches per optimizer step per device.
+    pub grad_accum_steps: usize,
+    pub tokens_per_step: u64,
+    pub max_steps: u64,
+    pub total_tokens: u64,
+    pub num_params: u64,
+    pub flops_per_token: u64,
+    pub flops_per_step: u64,
+    pub total_flops: f64,
+    /// `git rev-parse HEAD` of the source tree, when known.
+    pub git_commit: Option<String>,
+}
+
+impl TrainConfig {
+    /// Read YAML and apply `key.path=value` overrides (values parsed as YAML scalars).
+    pub fn from_yaml_file(path: &Path, overrides: &[String]) -> Result<Self> {
+        let bad = |problems: Vec<String>| TrainError::Config { path: path.to_path_buf(), problems };
+        let text = std::fs::read_to_string(path).map_err(|e| bad(vec![format!("cannot read: {e}")]))?;
+        let mut value: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| bad(vec![e.to_string()]))?;
+        let mut problems = Vec::new();
+        for o in overrides {
+            if let Err(e) = apply_override(&mut value, o) {
+                problems.push(e);
+            }
+        }
+        if !problems.is_empty() {
+            return Err(bad(problems));
+        }
+        serde_yaml::from_value(value).map_err(|e| bad(vec![e.to_string()]))
+    }
+
+    /// Validate everything and derive the plan; every problem is reported together.
+    pub fn plan(self, origin: &Path) -> Result<TrainPlan> {
+        let mut p = Vec::new();
+        let model = match &self.model {
+            ModelSpec::Preset(name) => match Gpt2Config::from_name_or_path(name) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    p.push(format!("model: {e}"));
+                    None
+                }
+            },
+            ModelSpec::Inline(m) => match m.validate() {
+                Ok(()) => Some(m.clone()),
+                Err(e) => {
+                    p.push(format!("model: {e}"));
+                    None
+                }
+            },
+        };
+        let b = &self.batch;
+        if b.micro_batch == 0 || b.seq_len == 0 {
+            p.push(format!("batch.micro_batch ({}) and batch.seq_len ({}) must be positive", b.micro_batch, b.seq_len));
+        }
+        if let Some(m) = &model {
+            if b.seq_len > m.block_size {
+                p.push(format!("batch.seq_len {} exceeds the model's context {}", b.seq_len, m.block_size));
+            }
+        }
+        let world_size = self.device.ids.len().max(1);
+        if world_size > 1 {
+            p.push(format!("device.ids lists {world_size} devices; multi-device data parallel is not implemented yet (use one id)"));
+        }
+        let per_micro = b.micro_batch * b.seq_len * world_size;
+        let grad_accum_steps = if per_micro > 0 && b.total_batch_tokens % per_micro == 0 && b.total_batch_tokens > 0 {
+            b.total_batch_tokens / per_micro
+        } else {
+            p.push(format!(
+                "batch.total_batch_tokens {} must be a positive multiple of micro_batch × seq_len × devices = {per_micro}",
+                b.total_batch_tokens
+            ));
+            1
+        };
+        let o = &self.optimizer;
+        if !(o.lr > 0.0) || o.min_lr < 0.0 || o.min_lr > o.lr {
+            p.push(format!("optimizer: need lr > 0 and 0 ≤ min_lr ≤ lr (lr {}, min_lr {})", o.lr, o.min_lr));
+        }
+        if !(0.0..1.0).contains(&o.beta1) || !(0.0..1.0).contains(&o.beta2) {
+            p.push(format!("optimizer.beta1 {} and beta2 {} must be in [0, 1)", o.beta1, o.beta2));
+        }
+        if !(o.eps > 0.0) || o.weight_decay < 0.0 || o.grad_clip < 0.0 {
+            p.push(format!("optimizer: eps {} must be > 0, weight_decay {} and grad_clip {} ≥ 0", o.eps, o.weight_decay, o.grad_clip));
+        }
+        let tokens_per_step = b.total_batch_tokens as u64;
+        let max_steps = match (o.max_steps, o.max_tokens) {
+            (Some(s), None) if s > 0 => s,
+            (None, Some(t)) if t >= tokens_per_step && tokens_per_step > 0 => t / tokens_per_step,
+            (Some(_), Some(_)) => {
+                p.push("optimizer: give max_steps or max_tokens, not both".into());
+                1
+            }
+            _ => {
+                p.push("optimizer: max_steps (> 0) or max_tokens (≥ one batch) is required".into());
+                1
+            }
+        };
+        if o.warmup_steps > max_steps {
+            p.push(format!("optimizer.warmup_steps {} exceeds the run's {max_steps} steps", o.warmup_steps));
+        }
+        if self.checkpoint.interval == 0 {
+            p.push("checkpoint.interval must be positive".into());
+        }
+        if self.checkpoint.keep_last == 0 {
+            p.push("checkpoint.keep_last must be at least 1 (resume needs a checkpoint)".into());
+        }
+        if self.log_interval == 0 {
+            p.push("log_interval must be positive".into());
+        }
+        match self.device.kind.as_str() {
+            "flex" => {
+                if self.precision != Precision::F32 {
+                    p.push(format!("precision {:?} needs a GPU; on device.kind flex use f32 (flex has no fast bf16/f16 matmuls)", self.precision));
+                }
+            }
+            "cuda" => {
+                if !cfg!(feature = "cuda") {
+                    p.push("device.kind cuda: this binary was built without the `cuda` feature (cargo build --release --features cuda)".into());
+                }
+            }
+            other => p.push(format!("device.kind `{other}` must be `flex` or `cuda`")),
+        }
+        if !self.data.shards.join(gpt2_data::prepare::MANIFEST).exists() {
+            p.push(format!("data.shards: {} holds no manifest.json (run `gpt2 prepare` first)", self.data.shards.display()));
+        }
+        let Some(mut model) = model.filter(|_| p.is_empty()) else {
+            return Err(TrainError::Config { path: origin.to_path_buf(), problems: p });
+        };
+        model.compute_dtype = match self.precision {
+            Precision::F32 => ComputeDtype::F32,
+            Precision::Bf16 => ComputeDtype::Bf16,
+            Precision::F16 => ComputeDtype::F16,
+        };
+        let flops_per_token = model.flops_per_token(b.seq_len);
+        Ok(TrainPlan {
+            num_params: model.num_params(),
+            flops_per_step: flops_per_token * tokens_per_step,
+            total_flops: flops_per_token as f64 * (tokens_per_step * max_steps) as f64,
+            flops_per_token,
+            model,
+            world_size,
+            grad_accum_steps,
+            tokens_per_step,
+            max_steps,
+            total_tokens: tokens_per_step * max_steps,
+            git_commit: git_commit(),
+            config: self,
+        })
+    }
+}
+
+impl TrainPlan {
+    /// (name, value) rows for the table printed at start.
+    pub fn rows(&self) -> Vec<(String, String)> {
+        let c = &self.config;
+        vec![
+            ("model".into(), format!("{} layers, {} heads, {} wide, context {} ({:.2}M params)", self.model.n_layer, self.model.n_head, self.model.n_embd, self.model.block_size, self.num_params as f64 / 1e6)),
+            ("data".into(), c.data.shards.display().to_string()),
+            ("batch".into(), format!("{} × {} tokens × {} accumulation × {} device(s) = {} tokens/step", c.batch.micro_batch, c.batch.seq_len, self.grad_accum_steps, self.world_size, self.tokens_per_step)),
+            ("steps".into(), format!("{} ({} tokens)", self.max_steps, self.total_tokens)),
+            ("lr".into(), format!("{} → {} (warmup {}, cosine)", c.optimizer.lr, c.optimizer.min_lr, c.optimizer.warmup_steps)),
+            ("AdamW".into(), format!("β ({}, {}), eps {}, weight decay {} (2-D only), clip {}", c.optimizer.beta1, c.optimizer.beta2, c.optimizer.eps, c.optimizer.weight_decay, c.optimizer.grad_clip)),
+            ("precision".into(), format!("{:?} on {}", c.precision, c.device.kind)),
+            ("FLOPs".into(), format!("{:.3e}/token, {:.3e}/step, {:.3e} total", self.flops_per_token as f64, self.flops_per_step as f64, self.total_flops)),
+            ("run dir".into(), c.run_dir.display().to_string()),
+            ("commit".into(), self.git_commit.clone().unwrap_or_else(|| "unknown".into())),
+        ]
+    }
+}
+
+/// Set `a.b.c` in a YAML mapping to `value` (parsed as YAML, so numbers stay numbers).
+fn apply_override(root: &mut serde_yaml::Value, kv: &str) -> std::result::Result<(), String> {
+    let (key, raw) = kv.split_once('=').ok_or_else(|| format!("--set {kv}: expected key=value"))?;
+    let value: serde_yaml::Value = serde_yaml::from_str(raw).map_err(|e| format!("--set {kv}: {e}"))?;
+    let mut node = root;
+    let parts: Vec<&str> = key.split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        let map = node.as_mapping_mut().ok_or_else(|| format!("--set {kv}: `{}` is not a mapping", parts[..i].join(".")))?;
+        let k = serde_yaml::Value::String(part.to_string());
+        if i + 1 == parts.len() {
+            map.insert(k, value);
+            return Ok(());
+        }
+        node = map.entry(k).or_insert_with(|| serde_yaml::Value::Mapping(Default::default()));
+    }
+    Ok(())
+}
+
+fn git_commit() -> Option<String> {
+    let out = std::process::Command::new("git").args(["rev-parse", "--short", "HEAD"]).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn yaml(extra: &str) -> String {
+        format!(
+            "run_dir: /tmp/x\nmodel: tiny\ndata: {{shards: /nonexistent}}\nbatch: {{micro_batch: 2, seq_len: 32, total_batch_tokens: 256}}\n\
+             optimizer: {{lr: 0.001, min_lr: 0.0001, warmup_steps: 2, max_steps: 10}}\neval: {{interval: 5, tokens: 1024}}\n\
+             checkpoint: {{interval: 5}}\n{extra}"
+        )
+    }
+
+    #[test]
+    fn unknown_keys_and_overrides() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.yaml");
+        std::fs::write(&p, yaml("sed: 3\n")).unwrap();
+        let e = TrainConfig::from_yaml_file(&p, &[]).unwrap_err().to_string();
+        assert!(e.contains("unknown field `sed`"), "{e}");
+        std::fs::write(&p, yaml("")).unwrap();
+        let c = TrainConfig::from_yaml_file(&p, &["optimizer.lr=0.5".into(), "seed=7".into(), "batch.micro_batch=4".into()]).unwrap();
+        assert_eq!((c.optimizer.lr, c.seed, c.batch.micro_batch), (0.5, 7, 4));
+        assert_eq!(c.optimizer.beta2, 0.95);
+    }
+
+    #[test]
+    fn plan_reports_every_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.yaml");
+        std::fs::write(&p, yaml("")).unwrap();
+        let mut c = TrainConfig::from_yaml_file(&p, &[]).unwrap();
+        c.batch.total_batch_tokens = 100;
+        c.batch.seq_len = 4096;
+        c.optimizer.warmup_steps = 50;
+        c.optimizer.beta2 = 1.5;
+        let e = c.plan(&p).unwrap_err().to_string();
+        for needle in ["total_batch_tokens 100", "seq_len 4096", "warmup_steps 50", "beta2 1.5", "manifest.json"] {
+            assert!(e.contains(needle), "missing {needle}: {e}");
+        }
+    }
+}

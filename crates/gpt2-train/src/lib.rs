@@ -1,0 +1,18 @@
+//! GPT-2 pretraining on Burn: YAML → validated [`TrainPlan`] → [`train`], in the llm.c/nanoGPT
+//! recipe (AdamW β 0.9/0.95, decoupled weight decay on 2-D parameters, warmup + cosine,
+//! global-norm clipping, gradient accumulation) with checkpoints that resume bit-exactly on CPU.
+//!
+//! Files in reading order: [`config`] (YAML → plan) → [`schedule`] → [`optim`] (AdamW, clipping)
+//! → [`checkpoint`] → [`metrics`] → [`train`] (the loop).
+
+pub mod checkpoint;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod optim;
+pub mod schedule;
+pub mod train;
+
+pub use config::{TrainConfig, TrainPlan};
+pub use error::{Result, TrainError};
+pub use train::{train, Resume, Summary, TrainOptions};
