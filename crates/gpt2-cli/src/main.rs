@@ -2,14 +2,15 @@
 //! resolves them into the library's settings and calls the library; nothing else lives here.
 
 mod prepare;
+mod train;
 mod urls;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Reproduce GPT-2's WebText pretraining: select Reddit links, prepare token shards, (soon)
-/// train, evaluate and sample.
+/// Reproduce GPT-2's WebText pretraining: select Reddit links, prepare token shards, train
+/// (evaluation, sampling and export come next).
 #[derive(Parser)]
 #[command(name = "gpt2", version, about, long_about = None)]
 struct Cli {
@@ -25,6 +26,9 @@ enum Command {
     /// Turn documents (JSON lines, Parquet, .txt or .html) into GPT-2 token shards with a
     /// held-out split: clean, filter, deduplicate, tokenise, shard (llm.c format).
     Prepare(prepare::PrepareArgs),
+    /// Pretrain GPT-2 from a YAML run config: AdamW, warmup + cosine, global-norm clipping,
+    /// gradient accumulation, periodic validation, atomic checkpoints and exact resume.
+    Train(train::TrainArgs),
 }
 
 fn main() -> ExitCode {
@@ -32,6 +36,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Urls(a) => urls::run(a),
         Command::Prepare(a) => prepare::run(a),
+        Command::Train(a) => train::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -64,7 +64,7 @@ impl AdamW {
         for (name, (m, v)) in &self.moments {
             for (suffix, t) in [("exp_avg", m), ("exp_avg_sq", v)] {
                 let data = t.clone().into_data();
-                let values: Vec<f32> = data.to_vec().map_err(|e| ckpt_err(path, format!("reading {name}: {e:?}")))?;
+                let values: Vec<f32> = data.try_to_vec().map_err(|e| ckpt_err(path, format!("reading {name}: {e:?}")))?;
                 let bytes: Vec<u8> = values.iter().flat_map(|x| x.to_le_bytes()).collect();
                 bufs.push((format!("{name}.{suffix}"), vec![values.len()], bytes));
             }

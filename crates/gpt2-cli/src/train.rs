@@ -1,0 +1,51 @@
+//! `gpt2 train`: YAML + `--set` overrides → [`TrainConfig`] → plan (printed, saved) → [`train`].
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+use gpt2_train::{train, Resume, TrainConfig, TrainOptions};
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Run config (see configs/train/). Unknown keys are errors.
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Override a config value, e.g. `--set optimizer.lr=3e-4 --set batch.micro_batch=4`;
+    /// repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// `auto`: continue from the newest complete checkpoint in the run directory (damaged ones
+    /// are reported and skipped); or a checkpoint directory. Without it the run starts fresh.
+    #[arg(long)]
+    resume: Option<String>,
+    /// Only validate the config and print the plan.
+    #[arg(long)]
+    dry_run: bool,
+    /// No progress output.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+pub fn run(a: TrainArgs) -> Result<()> {
+    let cfg = TrainConfig::from_yaml_file(&a.config, &a.overrides)?;
+    let plan = cfg.plan(&a.config)?;
+    crate::print_table("gpt2 train: plan", &plan.rows());
+    if a.dry_run {
+        return Ok(());
+    }
+    let resume = match a.resume.as_deref() {
+        None => Resume::No,
+        Some("auto") => Resume::Auto,
+        Some(p) => Resume::Path(PathBuf::from(p)),
+    };
+    let s = train(plan, &TrainOptions { resume, quiet: a.quiet })?;
+    eprintln!(
+        "done: step {} | train loss {:.4} | val loss {} | checkpoint {}",
+        s.step,
+        s.last_train_loss,
+        s.last_val_loss.map_or("-".into(), |v| format!("{v:.4}")),
+        s.last_checkpoint.map_or("-".into(), |p| p.display().to_string())
+    );
+    Ok(())
+}

@@ -1,0 +1,129 @@
+//! `gpt2 train` as a process: SIGKILL mid-run and during a checkpoint write, then
+//! `--resume auto` — the losses and final weights equal an uninterrupted run's, bit for bit.
+//! SIGTERM finishes the step, checkpoints and exits 0.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Shards from 30 sample documents, prepared by the CLI itself.
+fn shards(dir: &Path) -> PathBuf {
+    use std::io::BufRead;
+    let input = dir.join("docs.jsonl");
+    let r = gpt2_data::io::open_reader(&root().join("data/sample/sotu.jsonl.gz"), None).unwrap();
+    let lines: Vec<String> = r.lines().take(30).map(|l| l.unwrap()).collect();
+    std::fs::write(&input, lines.join("\n")).unwrap();
+    let out = dir.join("shards");
+    let st = Command::new(env!("CARGO_BIN_EXE_gpt2")).args(["prepare", "--quiet", "--min-val-tokens", "4096", "--input"]).arg(&input).arg("--out").arg(&out).status().unwrap();
+    assert!(st.success());
+    out
+}
+
+fn write_config(dir: &Path, name: &str, shards: &Path, steps: u64) -> PathBuf {
+    let p = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &p,
+        format!(
+            "run_dir: {}\nmodel: tiny\nseed: 11\ndata: {{shards: {}}}\nbatch: {{micro_batch: 2, seq_len: 32, total_batch_tokens: 128}}\n\
+             optimizer: {{lr: 0.003, min_lr: 0.0003, warmup_steps: 2, max_steps: {steps}}}\neval: {{interval: 0, tokens: 256}}\n\
+             checkpoint: {{interval: 2, keep_last: 10}}\nlog_interval: 1\n",
+            dir.join(name).display(),
+            shards.display()
+        ),
+    )
+    .unwrap();
+    p
+}
+
+fn train(cfg: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_gpt2"));
+    c.args(["train", "--quiet", "--config"]).arg(cfg);
+    c
+}
+
+fn wait_for(child: &mut Child, path: &Path) {
+    let start = Instant::now();
+    while !path.exists() {
+        assert!(child.try_wait().unwrap().is_none(), "training ended before {} appeared", path.display());
+        assert!(start.elapsed() < Duration::from_secs(300), "timed out waiting for {}", path.display());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn losses(run: &Path) -> Vec<String> {
+    // The loss values as written (full precision), by step; ms/tokens-per-second differ.
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            format!("{} {} {} {}", v["step"], v["kind"], v["loss"], v["grad_norm"])
+        })
+        .collect()
+}
+
+fn final_weights(run: &Path, step: u64) -> Vec<u8> {
+    std::fs::read(run.join("checkpoints").join(format!("step_{step:08}")).join("model.safetensors")).unwrap()
+}
+
+#[test]
+fn sigkill_mid_run_and_mid_checkpoint_then_resume_is_bit_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let shards = shards(dir.path());
+    let steps = 10;
+    let reference = write_config(dir.path(), "ref", &shards, steps);
+    let out = train(&reference).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let want = losses(&dir.path().join("ref"));
+    assert_eq!(want.len(), steps as usize);
+
+    // 1. SIGKILL once step 4's checkpoint is complete (the run is somewhere after it).
+    let cfg = write_config(dir.path(), "killed", &shards, steps);
+    let run = dir.path().join("killed");
+    let mut child = train(&cfg).stderr(Stdio::null()).spawn().unwrap();
+    wait_for(&mut child, &run.join("checkpoints/step_00000004/DONE"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = train(&cfg).arg("--resume").arg("auto").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(losses(&run), want);
+    assert!(final_weights(&run, steps) == final_weights(&dir.path().join("ref"), steps));
+
+    // 2. SIGKILL while step 4's checkpoint is being written (files there, no DONE yet).
+    let cfg = write_config(dir.path(), "torn", &shards, steps);
+    let run = dir.path().join("torn");
+    let mut child = train(&cfg).env("GPT2_FAULT_CHECKPOINT_DELAY_MS", "100000").stderr(Stdio::null()).spawn().unwrap();
+    wait_for(&mut child, &run.join("checkpoints/step_00000002.tmp/state.json"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!run.join("checkpoints/step_00000002/DONE").exists());
+    let out = train(&cfg).arg("--resume").arg("auto").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("skipping incomplete or damaged checkpoint"), "{err}");
+    assert_eq!(losses(&run), want);
+    assert!(final_weights(&run, steps) == final_weights(&dir.path().join("ref"), steps));
+}
+
+#[test]
+fn sigterm_checkpoints_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let shards = shards(dir.path());
+    let cfg = write_config(dir.path(), "term", &shards, 1000);
+    let run = dir.path().join("term");
+    let mut child = train(&cfg).stderr(Stdio::piped()).spawn().unwrap();
+    wait_for(&mut child, &run.join("checkpoints/step_00000002/DONE"));
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "exit {:?}: {err}", out.status);
+    assert!(err.contains("--resume auto"), "{err}");
+    let (done, _) = gpt2_train::checkpoint::list(&run).unwrap();
+    let last = done.last().unwrap().0;
+    assert!(last >= 2 && last < 1000);
+}
