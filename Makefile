@@ -4,9 +4,10 @@ CARGO ?= cargo
 
 .PHONY: demo test bench bench-data fmt lint clean
 
-## The main job on the embedded default: CPU, the bundled sample corpus.
+## The main job on the embedded default: CPU, the bundled sample corpus, the tiny-cpu model.
 demo:
 	$(CARGO) run --bin gpt2 -- prepare --config configs/data/sample.yaml
+	$(CARGO) run --bin gpt2 -- train --config configs/train/tiny-cpu.yaml --resume auto
 
 ## Every test in the workspace, then one summary line ("N passed, N failed").
 test:

@@ -121,7 +121,7 @@ pub fn train(plan: TrainPlan, opts: &TrainOptions) -> Result<Summary> {
         Resume::Auto => {
             let (done, broken) = checkpoint::list(&run_dir)?;
             for b in &broken {
-                say(format!("warning: skipping incomplete or damaged checkpoint {}", b.display()));
+                eprintln!("warning: skipping incomplete or damaged checkpoint {}", b.display());
             }
             done.last().map(|d| d.1.clone())
         }
@@ -152,7 +152,7 @@ pub fn train(plan: TrainPlan, opts: &TrainOptions) -> Result<Summary> {
     train_loader.set_state(state.loader);
     let mut val_loader = TokenLoader::from_manifest(&cfg.data.shards, "val", b, t, 0, 1, None, cfg.data.verify).ok();
     if val_loader.is_none() {
-        say("warning: no usable `val` split in the shards; validation loss is skipped".into());
+        eprintln!("warning: no usable `val` split in the shards; validation loss is skipped");
     }
 
     let log = MetricsLog::open(&run_dir, state.step)?;
@@ -200,7 +200,7 @@ pub fn train(plan: TrainPlan, opts: &TrainOptions) -> Result<Summary> {
                 }
                 NanPolicy::Skip => {
                     state.skipped_updates += 1;
-                    say(format!("warning: step {}: non-finite loss {loss} or gradient norm {norm}; update skipped ({} so far)", step + 1, state.skipped_updates));
+                    eprintln!("warning: step {}: non-finite loss {loss} or gradient norm {norm}; update skipped ({} so far)", step + 1, state.skipped_updates);
                 }
             }
         }
@@ -253,11 +253,12 @@ pub fn train(plan: TrainPlan, opts: &TrainOptions) -> Result<Summary> {
         if interrupted {
             metrics::plot(&metrics::read(log.path())?, &run_dir.join("loss.svg"))?;
             summary.interrupted = true;
-            say(format!(
+            // Printed even with --quiet: the user needs to know how to continue.
+            eprintln!(
                 "interrupted: checkpoint written at step {}. Resume with:\n  gpt2 train --config <same config> --resume auto   (run dir {})",
                 state.step,
                 run_dir.display()
-            ));
+            );
             break;
         }
     }
