@@ -34,6 +34,12 @@ pub struct TrainState {
     pub skipped_updates: u64,
     /// f16 dynamic loss scale (1.0 when unused).
     pub loss_scale: f64,
+    /// Consecutive steps without overflow since the scale last changed (f16).
+    #[serde(default)]
+    pub good_steps: u64,
+    /// Updates skipped because the f16 gradients overflowed (the scale was halved).
+    #[serde(default)]
+    pub overflow_steps: u64,
     pub plan: TrainPlan,
 }
 

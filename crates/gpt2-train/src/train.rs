@@ -5,7 +5,9 @@
 //! always; with `precision: bf16|f16` the model casts weights and activations to that dtype
 //! around every matmul and the attention op and back to f32 (gpt2-model `compute_dtype`);
 //! embeddings, LayerNorm, residual adds, GELU inputs/outputs, softmax of the loss and the loss
-//! itself stay f32. On `flex` (CPU) only f32 is allowed.
+//! itself stay f32. f16 adds dynamic loss scaling (the loss is multiplied by the scale before
+//! backward, gradients are divided by it before clipping; an overflow skips the update and
+//! halves the scale). On `flex` (CPU) half precision runs but slowly: use f32 there.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,7 +21,7 @@ use gpt2_data::TokenLoader;
 use gpt2_model::Gpt2;
 
 use crate::checkpoint::{self, TrainState};
-use crate::config::{NanPolicy, TrainPlan};
+use crate::config::{NanPolicy, Precision, TrainPlan};
 use crate::error::{IoContext, Result, TrainError};
 use crate::metrics::{self, MetricsLog, Record};
 use crate::optim::{global_grad_norm, AdamW, AdamWParams};
@@ -140,7 +142,8 @@ pub fn train(plan: TrainPlan, opts: &TrainOptions) -> Result<Summary> {
         }
         None => {
             let model = Gpt2::new(&plan.model, &device, cfg.seed)?;
-            let state = TrainState { step: 0, tokens_seen: 0, loader: gpt2_data::LoaderState { epoch: 0, cursor: 0 }, skipped_updates: 0, loss_scale: 1.0, plan: plan.clone() };
+            let loss_scale = if cfg.precision == Precision::F16 { cfg.loss_scale.init } else { 1.0 };
+            let state = TrainState { step: 0, tokens_seen: 0, loader: gpt2_data::LoaderState { epoch: 0, cursor: 0 }, skipped_updates: 0, loss_scale, good_steps: 0, overflow_steps: 0, plan: plan.clone() };
             (model, AdamW::default(), state)
         }
     };
@@ -173,23 +176,39 @@ pub fn train(plan: TrainPlan, opts: &TrainOptions) -> Result<Summary> {
         device.seed(step_seed(cfg.seed, step));
         let mut accum = GradientsAccumulator::<Gpt2>::new();
         let mut loss_sum = 0.0f64;
+        // f16: the loss is scaled up so small gradients survive the half-precision backward.
+        let f16 = cfg.precision == Precision::F16;
+        let ls = if f16 { state.loss_scale } else { 1.0 };
         for _ in 0..plan.grad_accum_steps {
             let (x, y) = batch_tensors(&train_loader.next_batch(), b, t, &device);
             let (_, loss) = model.forward_loss(x, y);
             // Scale by 1/accum so the accumulated gradient is that of the mean over the step.
-            let scaled = loss.clone().div_scalar(plan.grad_accum_steps as f64);
+            let scaled = loss.clone().mul_scalar(ls / plan.grad_accum_steps as f64);
             loss_sum += loss.into_scalar::<f32>() as f64;
             let grads = GradientsParams::from_grads(scaled.backward(), &model);
             accum.accumulate(&model, grads);
         }
         let mut grads = accum.grads();
         let loss = loss_sum / plan.grad_accum_steps as f64;
-        let norm = global_grad_norm(&model, &grads);
+        let norm = global_grad_norm(&model, &grads) / ls;
         state.tokens_seen += plan.tokens_per_step;
         state.loader = train_loader.state();
         let finite = loss.is_finite() && norm.is_finite();
-        if finite {
-            let scale = clip_scale(norm, o.grad_clip);
+        if f16 && loss.is_finite() && !norm.is_finite() {
+            // Overflow of the scaled gradients: skip this update, halve the scale (GradScaler).
+            state.loss_scale = (state.loss_scale * 0.5).max(1.0);
+            state.good_steps = 0;
+            state.overflow_steps += 1;
+            eprintln!("warning: step {}: f16 gradient overflow; update skipped, loss scale now {}", step + 1, state.loss_scale);
+        } else if finite {
+            // Unscale and clip in one factor.
+            let scale = clip_scale(norm, o.grad_clip) / ls;
+            if f16 {
+                state.good_steps += 1;
+                if state.good_steps % cfg.loss_scale.growth_interval == 0 {
+                    state.loss_scale *= 2.0;
+                }
+            }
             let p = AdamWParams { lr, beta1: o.beta1, beta2: o.beta2, eps: o.eps, weight_decay: o.weight_decay };
             model = opt.step(model, &mut grads, p, scale);
         } else {

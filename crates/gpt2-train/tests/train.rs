@@ -148,3 +148,21 @@ fn nan_policy_stop_names_the_step_and_skip_counts() {
     assert_eq!(s.step, 6);
     assert!(s.skipped_updates >= 1, "{}", s.skipped_updates);
 }
+
+#[test]
+fn f16_loss_scaling_trains_and_backs_off_on_overflow() {
+    let dir = tempfile::tempdir().unwrap();
+    let f16 = ["precision=f16", "eval.interval=0"];
+    let s = run(config(&dir.path().join("f16"), &f16), Resume::No).unwrap();
+    let l = train_losses(&dir.path().join("f16"));
+    assert!(l.iter().all(|x| x.1.is_finite()) && l[5].1 < l[0].1, "{l:?}");
+    assert_eq!(s.step, 6);
+    // A scale so large that the f16 gradients overflow: every update is skipped and the scale
+    // halves each time; the losses stay finite (they are computed before scaling).
+    let mut huge = f16.to_vec();
+    huge.extend(["loss_scale.init=1.0e30", "optimizer.max_steps=3", "optimizer.warmup_steps=1"]);
+    run(config(&dir.path().join("huge"), &huge), Resume::No).unwrap();
+    let state = gpt2_train::checkpoint::load_state(&gpt2_train::checkpoint::step_dir(&dir.path().join("huge"), 3)).unwrap();
+    assert_eq!(state.overflow_steps, 3);
+    assert_eq!(state.loss_scale, 1.0e30 / 8.0);
+}
