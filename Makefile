@@ -2,7 +2,7 @@
 SHELL := bash
 CARGO ?= cargo
 
-.PHONY: demo test bench bench-data fmt lint clean
+.PHONY: demo test bench bench-data bench-model fmt lint clean
 
 ## The main job on the embedded default: CPU, the bundled sample corpus, the tiny-cpu model.
 demo:
@@ -15,10 +15,13 @@ test:
 	@set -o pipefail; $(CARGO) test --workspace --no-fail-fast 2>&1 | tee target/test-output.log; \
 	status=$$?; bash scripts/test-summary.sh target/test-output.log; exit $$status
 
-bench: bench-data
+bench: bench-data bench-model
 
 bench-data:
 	bash experiments/bench_data.sh
+
+bench-model:
+	bash experiments/bench_model.sh 2
 
 fmt:
 	$(CARGO) fmt --all
