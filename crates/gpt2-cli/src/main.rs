@@ -1,7 +1,10 @@
 //! `gpt2`: the command line of the GPT-2 WebText reproduction. Each subcommand parses flags,
 //! resolves them into the library's settings and calls the library; nothing else lives here.
 
+mod eval;
+mod export;
 mod prepare;
+mod sample;
 mod train;
 mod urls;
 
@@ -9,8 +12,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Reproduce GPT-2's WebText pretraining: select Reddit links, prepare token shards, train
-/// (evaluation, sampling and export come next).
+/// Reproduce GPT-2's WebText pretraining: select Reddit links, prepare token shards, train,
+/// evaluate, sample, and export to Hugging Face.
 #[derive(Parser)]
 #[command(name = "gpt2", version, about, long_about = None)]
 struct Cli {
@@ -29,6 +32,15 @@ enum Command {
     /// Pretrain GPT-2 from a YAML run config: AdamW, warmup + cosine, global-norm clipping,
     /// gradient accumulation, periodic validation, atomic checkpoints and exact resume.
     Train(train::TrainArgs),
+    /// Held-out loss (nats/token), perplexity and bits per byte of a checkpoint (ours or HF
+    /// GPT-2 weights) on token shards, with a per-shard table and optional JSON.
+    Eval(eval::EvalArgs),
+    /// Generate text from a checkpoint, streamed to stdout as it is sampled (KV cache;
+    /// temperature, top-k, top-p, seed).
+    Sample(sample::SampleArgs),
+    /// Write a checkpoint as a Hugging Face GPT-2 directory: model.safetensors, config.json and
+    /// the tokenizer files (vocab.json, merges.txt, …).
+    Export(export::ExportArgs),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +49,9 @@ fn main() -> ExitCode {
         Command::Urls(a) => urls::run(a),
         Command::Prepare(a) => prepare::run(a),
         Command::Train(a) => train::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Sample(a) => sample::run(a),
+        Command::Export(a) => export::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

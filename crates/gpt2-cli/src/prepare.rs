@@ -77,7 +77,11 @@ pub fn run(a: PrepareArgs) -> Result<()> {
         cfg.dedup.near = false;
     }
     if let Some(p) = a.invalid_utf8.as_deref() {
-        cfg.invalid_utf8 = if p == "drop" { Utf8Policy::Drop } else { Utf8Policy::Repair };
+        cfg.invalid_utf8 = if p == "drop" {
+            Utf8Policy::Drop
+        } else {
+            Utf8Policy::Repair
+        };
     }
     if let Some(p) = a.on_error {
         cfg.on_error = p.into();
@@ -86,20 +90,51 @@ pub fn run(a: PrepareArgs) -> Result<()> {
     let plan = cfg.validate(&origin)?;
     print_plan(&plan.config, plan.inputs.len(), &origin);
     let start = std::time::Instant::now();
-    let m = run_prepare(&plan, &RunOptions { quiet: a.quiet, ..Default::default() })?;
+    let m = run_prepare(
+        &plan,
+        &RunOptions {
+            quiet: a.quiet,
+            ..Default::default()
+        },
+    )?;
     let secs = start.elapsed().as_secs_f64();
-    let rows: Vec<(String, String)> = m.counts.rows().into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let rows: Vec<(String, String)> = m
+        .counts
+        .rows()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     crate::print_table("gpt2 prepare: documents", &rows);
     let mb = m.counts.raw_bytes as f64 / 1e6;
     let summary = vec![
-        ("train".to_string(), format!("{} tokens, {} documents", m.train_tokens, m.train_documents)),
-        ("val".to_string(), format!("{} tokens, {} documents", m.val_tokens, m.val_documents)),
+        (
+            "train".to_string(),
+            format!("{} tokens, {} documents", m.train_tokens, m.train_documents),
+        ),
+        (
+            "val".to_string(),
+            format!("{} tokens, {} documents", m.val_tokens, m.val_documents),
+        ),
         ("shards".to_string(), m.shards.len().to_string()),
-        ("dedup index".to_string(), format!("{} bytes ({:.1} bytes/document)", m.dedup_index_bytes, m.dedup_index_bytes_per_document)),
-        ("time".to_string(), format!("{secs:.1} s ({:.1} MB/s of raw text)", mb / secs.max(1e-9))),
+        (
+            "dedup index".to_string(),
+            format!(
+                "{} bytes ({:.1} bytes/document)",
+                m.dedup_index_bytes, m.dedup_index_bytes_per_document
+            ),
+        ),
+        (
+            "time".to_string(),
+            format!("{secs:.1} s ({:.1} MB/s of raw text)", mb / secs.max(1e-9)),
+        ),
     ];
     crate::print_table("gpt2 prepare: output", &summary);
-    eprintln!("wrote {}", Path::new(&plan.config.out_dir).join(gpt2_data::prepare::MANIFEST).display());
+    eprintln!(
+        "wrote {}",
+        Path::new(&plan.config.out_dir)
+            .join(gpt2_data::prepare::MANIFEST)
+            .display()
+    );
     Ok(())
 }
 
@@ -110,10 +145,33 @@ fn print_plan(cfg: &PrepareConfig, n_inputs: usize, origin: &Path) {
         ("out_dir".to_string(), cfg.out_dir.display().to_string()),
         ("name".to_string(), cfg.name.clone()),
         ("shard_tokens".to_string(), cfg.shard_tokens.to_string()),
-        ("val".to_string(), format!("fraction {} of documents, at least {} tokens", cfg.val_fraction, cfg.min_val_tokens)),
+        (
+            "val".to_string(),
+            format!(
+                "fraction {} of documents, at least {} tokens",
+                cfg.val_fraction, cfg.min_val_tokens
+            ),
+        ),
         ("min_tokens".to_string(), cfg.min_tokens.to_string()),
-        ("dedup".to_string(), format!("exact {}, near {} (Jaccard {}, {} perms, {}-grams)", cfg.dedup.exact, cfg.dedup.near, cfg.dedup.threshold, cfg.dedup.num_perm, cfg.dedup.ngram)),
-        ("threads".to_string(), if cfg.threads == 0 { "all cores".into() } else { cfg.threads.to_string() }),
+        (
+            "dedup".to_string(),
+            format!(
+                "exact {}, near {} (Jaccard {}, {} perms, {}-grams)",
+                cfg.dedup.exact,
+                cfg.dedup.near,
+                cfg.dedup.threshold,
+                cfg.dedup.num_perm,
+                cfg.dedup.ngram
+            ),
+        ),
+        (
+            "threads".to_string(),
+            if cfg.threads == 0 {
+                "all cores".into()
+            } else {
+                cfg.threads.to_string()
+            },
+        ),
     ];
     crate::print_table("gpt2 prepare: plan", &rows);
 }

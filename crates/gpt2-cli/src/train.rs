@@ -39,13 +39,20 @@ pub fn run(a: TrainArgs) -> Result<()> {
         Some("auto") => Resume::Auto,
         Some(p) => Resume::Path(PathBuf::from(p)),
     };
-    let s = train(plan, &TrainOptions { resume, quiet: a.quiet })?;
+    let s = train(
+        plan,
+        &TrainOptions {
+            resume,
+            quiet: a.quiet,
+        },
+    )?;
     eprintln!(
         "done: step {} | train loss {:.4} | val loss {} | checkpoint {}",
         s.step,
         s.last_train_loss,
         s.last_val_loss.map_or("-".into(), |v| format!("{v:.4}")),
-        s.last_checkpoint.map_or("-".into(), |p| p.display().to_string())
+        s.last_checkpoint
+            .map_or("-".into(), |p| p.display().to_string())
     );
     Ok(())
 }

@@ -73,18 +73,41 @@ pub fn run(a: UrlsArgs) -> Result<()> {
         ..Default::default()
     };
     if let Some(path) = &a.blocklist {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading blocklist {}", path.display()))?;
-        cfg.blocked_domains = text.lines().map(|l| l.split('#').next().unwrap_or("").trim().to_ascii_lowercase()).filter(|l| !l.is_empty()).collect();
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading blocklist {}", path.display()))?;
+        cfg.blocked_domains = text
+            .lines()
+            .map(|l| {
+                l.split('#')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            })
+            .filter(|l| !l.is_empty())
+            .collect();
     }
-    cfg.blocked_domains.extend(a.block_domains.iter().map(|d| d.to_ascii_lowercase()));
-    cfg.blocked_domains.retain(|d| !a.allow_domains.iter().any(|x| x.eq_ignore_ascii_case(d)));
+    cfg.blocked_domains
+        .extend(a.block_domains.iter().map(|d| d.to_ascii_lowercase()));
+    cfg.blocked_domains
+        .retain(|d| !a.allow_domains.iter().any(|x| x.eq_ignore_ascii_case(d)));
     let (counts, skipped) = run_urls(&a.inputs, &a.out, a.txt.as_deref(), cfg)?;
     for s in &skipped {
         eprintln!("warning: skipped: {s}");
     }
     let json = serde_json::to_value(&counts)?;
-    let rows: Vec<(String, String)> = json.as_object().into_iter().flatten().map(|(k, v)| (k.clone(), v.to_string())).collect();
+    let rows: Vec<(String, String)> = json
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.to_string()))
+        .collect();
     crate::print_table("gpt2 urls: counts", &rows);
-    eprintln!("wrote {} ({} URLs) and {}", a.out.display(), counts.kept, counts_path(&a.out).display());
+    eprintln!(
+        "wrote {} ({} URLs) and {}",
+        a.out.display(),
+        counts.kept,
+        counts_path(&a.out).display()
+    );
     Ok(())
 }

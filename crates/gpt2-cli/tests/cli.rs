@@ -15,14 +15,28 @@ fn root() -> PathBuf {
 
 #[test]
 fn help_explains_every_subcommand() {
-    for args in [vec!["--help"], vec!["urls", "--help"], vec!["prepare", "--help"]] {
+    for args in [
+        vec!["--help"],
+        vec!["urls", "--help"],
+        vec!["prepare", "--help"],
+    ] {
         let out = gpt2().args(&args).output().unwrap();
         assert!(out.status.success(), "{args:?}");
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("Usage"), "{text}");
     }
-    let text = String::from_utf8_lossy(&gpt2().args(["prepare", "--help"]).output().unwrap().stdout).to_string();
-    for flag in ["--config", "--input", "--out", "--threads", "--shard-tokens", "--val-fraction", "--on-error"] {
+    let text =
+        String::from_utf8_lossy(&gpt2().args(["prepare", "--help"]).output().unwrap().stdout)
+            .to_string();
+    for flag in [
+        "--config",
+        "--input",
+        "--out",
+        "--threads",
+        "--shard-tokens",
+        "--val-fraction",
+        "--on-error",
+    ] {
         assert!(text.contains(flag), "prepare --help lacks {flag}");
     }
 }
@@ -45,7 +59,18 @@ fn inputs(dir: &Path, n: usize) -> Vec<PathBuf> {
 
 fn prepare(inputs: &[PathBuf], out: &Path) -> Command {
     let mut c = gpt2();
-    c.args(["prepare", "--quiet", "--name", "k", "--shard-tokens", "300000", "--threads", "1", "--out"]).arg(out);
+    c.args([
+        "prepare",
+        "--quiet",
+        "--name",
+        "k",
+        "--shard-tokens",
+        "300000",
+        "--threads",
+        "1",
+        "--out",
+    ])
+    .arg(out);
     for i in inputs {
         c.arg("--input").arg(i);
     }
@@ -57,7 +82,12 @@ fn outputs(dir: &Path) -> Vec<(String, Vec<u8>)> {
         .unwrap()
         .flatten()
         .filter(|e| e.path().is_file())
-        .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap()))
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
         .collect();
     v.sort();
     v
@@ -78,31 +108,58 @@ fn kill_9_then_rerun_gives_byte_identical_shards() {
     let work = out.join(".work");
     let start = Instant::now();
     loop {
-        let done = std::fs::read_dir(&work).map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".json")).count()).unwrap_or(0);
+        let done = std::fs::read_dir(&work)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+                    .count()
+            })
+            .unwrap_or(0);
         if done >= 3 {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(120), "prepare made no progress");
-        assert!(child.try_wait().unwrap().is_none(), "prepare finished before it could be killed; make the corpus bigger");
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "prepare made no progress"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "prepare finished before it could be killed; make the corpus bigger"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     assert!(!out.join("manifest.json").exists());
-    let done_before = std::fs::read_dir(&work).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".json")).count();
+    let done_before = std::fs::read_dir(&work)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+        .count();
     assert!(done_before < ins.len(), "killed too late to test resume");
 
     let rerun = prepare(&ins, &out).output().unwrap();
-    assert!(rerun.status.success(), "{}", String::from_utf8_lossy(&rerun.stderr));
+    assert!(
+        rerun.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rerun.stderr)
+    );
     let got = outputs(&out);
     let names = |v: &[(String, Vec<u8>)]| v.iter().map(|x| x.0.clone()).collect::<Vec<_>>();
     assert_eq!(names(&got), names(&want));
     for ((name, a), (_, b)) in got.iter().zip(&want) {
         if name == "manifest.json" {
             // Same content but for the output directory's name.
-            let norm = |x: &[u8], d: &Path| String::from_utf8_lossy(x).replace(&d.display().to_string(), "OUT");
+            let norm = |x: &[u8], d: &Path| {
+                String::from_utf8_lossy(x).replace(&d.display().to_string(), "OUT")
+            };
             let (a, b) = (norm(a, &out), norm(b, &reference));
-            let strip = |s: &str| s.lines().filter(|l| !l.contains("\"fingerprint\"")).collect::<Vec<_>>().join("\n");
+            let strip = |s: &str| {
+                s.lines()
+                    .filter(|l| !l.contains("\"fingerprint\""))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            };
             assert_eq!(strip(&a), strip(&b));
         } else {
             assert!(a == b, "{name} differs after kill -9 and resume");
@@ -111,22 +168,42 @@ fn kill_9_then_rerun_gives_byte_identical_shards() {
     // Running again has nothing to do.
     let again = prepare(&ins, &out).arg("--keep-work").output().unwrap();
     assert!(again.status.success());
-    assert!(!out.join(".work").exists(), "an up-to-date run does no work");
+    assert!(
+        !out.join(".work").exists(),
+        "an up-to-date run does no work"
+    );
 }
 
 #[test]
 fn bad_config_lists_every_problem_and_exits_nonzero() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("bad.yaml");
-    std::fs::write(&cfg, "name: x\ninputs: [/nope.jsonl]\nshard_tokens: 5\nval_fraction: 2\n").unwrap();
-    let out = gpt2().args(["prepare", "--config"]).arg(&cfg).output().unwrap();
+    std::fs::write(
+        &cfg,
+        "name: x\ninputs: [/nope.jsonl]\nshard_tokens: 5\nval_fraction: 2\n",
+    )
+    .unwrap();
+    let out = gpt2()
+        .args(["prepare", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    for needle in ["bad.yaml", "/nope.jsonl", "shard_tokens 5", "val_fraction 2"] {
+    for needle in [
+        "bad.yaml",
+        "/nope.jsonl",
+        "shard_tokens 5",
+        "val_fraction 2",
+    ] {
         assert!(err.contains(needle), "{needle} missing from: {err}");
     }
     std::fs::write(&cfg, "inputs: [a]\nshard_tokns: 5\n").unwrap();
-    let out = gpt2().args(["prepare", "--config"]).arg(&cfg).output().unwrap();
+    let out = gpt2()
+        .args(["prepare", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `shard_tokns`"));
 }
 
@@ -139,7 +216,14 @@ fn urls_writes_parquet_and_counts() {
     }
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("u.parquet");
-    let o = gpt2().arg("urls").arg(&fx).arg("--out").arg(&out).args(["--mode", "sum"]).output().unwrap();
+    let o = gpt2()
+        .arg("urls")
+        .arg(&fx)
+        .arg("--out")
+        .arg(&out)
+        .args(["--mode", "sum"])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(gpt2_data::reddit::read_parquet(&out).unwrap().len(), 81);
     assert!(dir.path().join("u.counts.json").exists());

@@ -18,7 +18,13 @@ fn shards(dir: &Path) -> PathBuf {
     let lines: Vec<String> = r.lines().take(30).map(|l| l.unwrap()).collect();
     std::fs::write(&input, lines.join("\n")).unwrap();
     let out = dir.join("shards");
-    let st = Command::new(env!("CARGO_BIN_EXE_gpt2")).args(["prepare", "--quiet", "--min-val-tokens", "4096", "--input"]).arg(&input).arg("--out").arg(&out).status().unwrap();
+    let st = Command::new(env!("CARGO_BIN_EXE_gpt2"))
+        .args(["prepare", "--quiet", "--min-val-tokens", "4096", "--input"])
+        .arg(&input)
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .unwrap();
     assert!(st.success());
     out
 }
@@ -48,8 +54,16 @@ fn train(cfg: &Path) -> Command {
 fn wait_for(child: &mut Child, path: &Path) {
     let start = Instant::now();
     while !path.exists() {
-        assert!(child.try_wait().unwrap().is_none(), "training ended before {} appeared", path.display());
-        assert!(start.elapsed() < Duration::from_secs(300), "timed out waiting for {}", path.display());
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "training ended before {} appeared",
+            path.display()
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "timed out waiting for {}",
+            path.display()
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -61,13 +75,21 @@ fn losses(run: &Path) -> Vec<String> {
         .lines()
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            format!("{} {} {} {}", v["step"], v["kind"], v["loss"], v["grad_norm"])
+            format!(
+                "{} {} {} {}",
+                v["step"], v["kind"], v["loss"], v["grad_norm"]
+            )
         })
         .collect()
 }
 
 fn final_weights(run: &Path, step: u64) -> Vec<u8> {
-    std::fs::read(run.join("checkpoints").join(format!("step_{step:08}")).join("model.safetensors")).unwrap()
+    std::fs::read(
+        run.join("checkpoints")
+            .join(format!("step_{step:08}"))
+            .join("model.safetensors"),
+    )
+    .unwrap()
 }
 
 #[test]
@@ -77,9 +99,16 @@ fn sigkill_mid_run_and_mid_checkpoint_then_resume_is_bit_identical() {
     let steps = 10;
     let reference = write_config(dir.path(), "ref", &shards, steps);
     let out = train(&reference).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let want = losses(&dir.path().join("ref"));
-    assert_eq!(want.iter().filter(|l| l.contains("\"train\"")).count(), steps as usize);
+    assert_eq!(
+        want.iter().filter(|l| l.contains("\"train\"")).count(),
+        steps as usize
+    );
 
     // 1. SIGKILL once step 4's checkpoint is complete (the run is somewhere after it).
     let cfg = write_config(dir.path(), "killed", &shards, steps);
@@ -89,22 +118,36 @@ fn sigkill_mid_run_and_mid_checkpoint_then_resume_is_bit_identical() {
     child.kill().unwrap();
     child.wait().unwrap();
     let out = train(&cfg).arg("--resume").arg("auto").output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(losses(&run), want);
     assert!(final_weights(&run, steps) == final_weights(&dir.path().join("ref"), steps));
 
     // 2. SIGKILL while step 4's checkpoint is being written (files there, no DONE yet).
     let cfg = write_config(dir.path(), "torn", &shards, steps);
     let run = dir.path().join("torn");
-    let mut child = train(&cfg).env("GPT2_FAULT_CHECKPOINT_DELAY_MS", "100000").stderr(Stdio::null()).spawn().unwrap();
-    wait_for(&mut child, &run.join("checkpoints/step_00000002.tmp/state.json"));
+    let mut child = train(&cfg)
+        .env("GPT2_FAULT_CHECKPOINT_DELAY_MS", "100000")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(
+        &mut child,
+        &run.join("checkpoints/step_00000002.tmp/state.json"),
+    );
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(!run.join("checkpoints/step_00000002/DONE").exists());
     let out = train(&cfg).arg("--resume").arg("auto").output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
-    assert!(err.contains("skipping incomplete or damaged checkpoint"), "{err}");
+    assert!(
+        err.contains("skipping incomplete or damaged checkpoint"),
+        "{err}"
+    );
     assert_eq!(losses(&run), want);
     assert!(final_weights(&run, steps) == final_weights(&dir.path().join("ref"), steps));
 }
@@ -118,7 +161,11 @@ fn sigterm_checkpoints_and_exits_cleanly() {
     let mut child = train(&cfg).stderr(Stdio::piped()).spawn().unwrap();
     wait_for(&mut child, &run.join("checkpoints/step_00000002/DONE"));
     let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "exit {:?}: {err}", out.status);

@@ -39,7 +39,13 @@ pub struct DedupConfig {
 
 impl Default for DedupConfig {
     fn default() -> Self {
-        Self { exact: true, near: true, threshold: 0.5, num_perm: 128, ngram: 5 }
+        Self {
+            exact: true,
+            near: true,
+            threshold: 0.5,
+            num_perm: 128,
+            ngram: 5,
+        }
     }
 }
 
@@ -113,15 +119,25 @@ pub struct PreparePlan {
 impl PrepareConfig {
     /// Parse a YAML file (unknown keys are errors).
     pub fn from_yaml_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| DataError::Config { path: path.into(), problems: vec![format!("cannot read: {e}")] })?;
-        serde_yaml::from_str(&text).map_err(|e| DataError::Config { path: path.into(), problems: vec![e.to_string()] })
+        let text = std::fs::read_to_string(path).map_err(|e| DataError::Config {
+            path: path.into(),
+            problems: vec![format!("cannot read: {e}")],
+        })?;
+        serde_yaml::from_str(&text).map_err(|e| DataError::Config {
+            path: path.into(),
+            problems: vec![e.to_string()],
+        })
     }
 
     /// Check everything and expand the inputs; all problems are reported together. `origin`
     /// names the config file (or "command line") in the error.
     pub fn validate(self, origin: &Path) -> Result<PreparePlan> {
         let mut p = Vec::new();
-        let name_ok = !self.name.is_empty() && self.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+        let name_ok = !self.name.is_empty()
+            && self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
         if !name_ok {
             p.push(format!("name `{}` must be non-empty ASCII letters, digits, '-' or '.' (it prefixes file names; '_' separates the split)", self.name));
         }
@@ -129,10 +145,17 @@ impl PrepareConfig {
             p.push("inputs: at least one input file or directory is required".into());
         }
         if self.shard_tokens < 1024 || self.shard_tokens > i32::MAX as u64 {
-            p.push(format!("shard_tokens {} must be between 1024 and {} (the llm.c header stores it as int32)", self.shard_tokens, i32::MAX));
+            p.push(format!(
+                "shard_tokens {} must be between 1024 and {} (the llm.c header stores it as int32)",
+                self.shard_tokens,
+                i32::MAX
+            ));
         }
         if !(0.0..0.5).contains(&self.val_fraction) {
-            p.push(format!("val_fraction {} must be in [0, 0.5)", self.val_fraction));
+            p.push(format!(
+                "val_fraction {} must be in [0, 0.5)",
+                self.val_fraction
+            ));
         }
         if self.text_field.is_empty() {
             p.push("text_field must not be empty".into());
@@ -152,9 +175,15 @@ impl PrepareConfig {
         }
         let inputs = expand_inputs(&self.inputs, &mut p);
         if p.is_empty() {
-            Ok(PreparePlan { config: self, inputs })
+            Ok(PreparePlan {
+                config: self,
+                inputs,
+            })
         } else {
-            Err(DataError::Config { path: origin.to_path_buf(), problems: p })
+            Err(DataError::Config {
+                path: origin.to_path_buf(),
+                problems: p,
+            })
         }
     }
 }
@@ -165,7 +194,9 @@ mod tests {
 
     #[test]
     fn rejects_unknown_keys() {
-        let e = serde_yaml::from_str::<PrepareConfig>("inputs: [a]\nshard_tokns: 5\n").unwrap_err().to_string();
+        let e = serde_yaml::from_str::<PrepareConfig>("inputs: [a]\nshard_tokns: 5\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("shard_tokns"), "{e}");
     }
 
@@ -176,11 +207,21 @@ mod tests {
             inputs: vec!["/definitely/not/here.jsonl".into()],
             shard_tokens: 10,
             val_fraction: 0.7,
-            dedup: DedupConfig { threshold: 1.5, ..Default::default() },
+            dedup: DedupConfig {
+                threshold: 1.5,
+                ..Default::default()
+            },
             ..Default::default()
         };
         let e = cfg.validate(Path::new("x.yaml")).unwrap_err().to_string();
-        for needle in ["x.yaml", "name `bad_name`", "shard_tokens 10", "val_fraction 0.7", "dedup.threshold 1.5", "/definitely/not/here.jsonl"] {
+        for needle in [
+            "x.yaml",
+            "name `bad_name`",
+            "shard_tokens 10",
+            "val_fraction 0.7",
+            "dedup.threshold 1.5",
+            "/definitely/not/here.jsonl",
+        ] {
             assert!(e.contains(needle), "missing {needle} in {e}");
         }
     }

@@ -30,7 +30,11 @@ impl MinHashParams {
         let mut best = (f64::INFINITY, 1, 1);
         for b in 1..=num_perm {
             for r in 1..=num_perm / b {
-                let fp = integrate(|s| 1.0 - (1.0 - s.powi(r as i32)).powi(b as i32), 0.0, threshold);
+                let fp = integrate(
+                    |s| 1.0 - (1.0 - s.powi(r as i32)).powi(b as i32),
+                    0.0,
+                    threshold,
+                );
                 let fn_ = integrate(|s| (1.0 - s.powi(r as i32)).powi(b as i32), threshold, 1.0);
                 let err = 0.5 * fp + 0.5 * fn_;
                 if err < best.0 {
@@ -38,7 +42,12 @@ impl MinHashParams {
                 }
             }
         }
-        Self { num_perm, bands: best.1, rows: best.2, ngram }
+        Self {
+            num_perm,
+            bands: best.1,
+            rows: best.2,
+            ngram,
+        }
     }
 }
 
@@ -79,7 +88,11 @@ impl MinHasher {
     /// Band keys of `text`: one u64 per band. Words are lowercase runs of alphanumerics (so
     /// punctuation and layout do not matter); a text shorter than one n-gram is one shingle.
     pub fn band_keys(&self, text: &str) -> Vec<u64> {
-        let words: Vec<u64> = text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(word_hash).collect();
+        let words: Vec<u64> = text
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .map(word_hash)
+            .collect();
         let n = self.params.ngram.max(1);
         let mut sig = vec![u32::MAX; self.params.num_perm];
         let mut shingle = |h: u64| {
@@ -98,7 +111,10 @@ impl MinHasher {
         let r = self.params.rows;
         (0..self.params.bands)
             .map(|b| {
-                let bytes: Vec<u8> = sig[b * r..(b + 1) * r].iter().flat_map(|v| v.to_le_bytes()).collect();
+                let bytes: Vec<u8> = sig[b * r..(b + 1) * r]
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect();
                 xxh3_64_with_seed(&bytes, b as u64)
             })
             .collect()
@@ -154,7 +170,11 @@ pub struct DedupIndex {
 
 impl DedupIndex {
     pub fn new(bands: usize, near: bool) -> Self {
-        Self { exact: HashSet::new(), bands: (0..bands).map(|_| HashSet::new()).collect(), near }
+        Self {
+            exact: HashSet::new(),
+            bands: (0..bands).map(|_| HashSet::new()).collect(),
+            near,
+        }
     }
 
     /// Check a document and, if unique, add it.
@@ -162,7 +182,12 @@ impl DedupIndex {
         if self.exact.contains(&exact) {
             return Verdict::ExactDuplicate;
         }
-        if self.near && band_keys.iter().zip(&self.bands).any(|(k, set)| set.contains(k)) {
+        if self.near
+            && band_keys
+                .iter()
+                .zip(&self.bands)
+                .any(|(k, set)| set.contains(k))
+        {
             return Verdict::NearDuplicate;
         }
         self.exact.insert(exact);
@@ -177,7 +202,12 @@ impl DedupIndex {
     /// Bytes held by the index (table capacity × entry size), for the bytes-per-document report.
     pub fn approx_bytes(&self) -> usize {
         // hashbrown stores the value plus one control byte per bucket.
-        self.exact.capacity() * (16 + 1) + self.bands.iter().map(|s| s.capacity() * (8 + 1)).sum::<usize>()
+        self.exact.capacity() * (16 + 1)
+            + self
+                .bands
+                .iter()
+                .map(|s| s.capacity() * (8 + 1))
+                .sum::<usize>()
     }
 }
 
@@ -187,7 +217,11 @@ mod tests {
 
     fn jaccard_5grams(a: &str, b: &str) -> f64 {
         let grams = |t: &str| {
-            let w: Vec<String> = t.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect();
+            let w: Vec<String> = t
+                .split(|c: char| !c.is_alphanumeric())
+                .filter(|w| !w.is_empty())
+                .map(str::to_lowercase)
+                .collect();
             w.windows(5).map(|x| x.join(" ")).collect::<HashSet<_>>()
         };
         let (a, b) = (grams(a), grams(b));
@@ -205,17 +239,32 @@ mod tests {
 
     #[test]
     fn near_duplicates_collide_and_different_texts_do_not() {
-        let base: String = (0..400).map(|i| format!("word{} ", i % 97 + i / 7)).collect();
+        let base: String = (0..400)
+            .map(|i| format!("word{} ", i % 97 + i / 7))
+            .collect();
         // A copy with ~3% of words changed: Jaccard on 5-grams still well above 0.5.
-        let near: String = base.split(' ').enumerate().map(|(i, w)| if i % 37 == 0 { "CHANGED" } else { w }).collect::<Vec<_>>().join(" ");
-        let other: String = (0..400).map(|i| format!("other{} ", i * 13 % 101)).collect();
+        let near: String = base
+            .split(' ')
+            .enumerate()
+            .map(|(i, w)| if i % 37 == 0 { "CHANGED" } else { w })
+            .collect::<Vec<_>>()
+            .join(" ");
+        let other: String = (0..400)
+            .map(|i| format!("other{} ", i * 13 % 101))
+            .collect();
         assert!(jaccard_5grams(&base, &near) > 0.5);
         assert!(jaccard_5grams(&base, &other) < 0.1);
         let h = MinHasher::new(MinHashParams::for_threshold(0.5, 128, 5));
         let mut idx = DedupIndex::new(h.params.bands, true);
         assert_eq!(idx.check_insert(1, &h.band_keys(&base)), Verdict::Unique);
-        assert_eq!(idx.check_insert(2, &h.band_keys(&near)), Verdict::NearDuplicate);
+        assert_eq!(
+            idx.check_insert(2, &h.band_keys(&near)),
+            Verdict::NearDuplicate
+        );
         assert_eq!(idx.check_insert(3, &h.band_keys(&other)), Verdict::Unique);
-        assert_eq!(idx.check_insert(1, &h.band_keys(&base)), Verdict::ExactDuplicate);
+        assert_eq!(
+            idx.check_insert(1, &h.band_keys(&base)),
+            Verdict::ExactDuplicate
+        );
     }
 }

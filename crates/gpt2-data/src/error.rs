@@ -33,7 +33,10 @@ pub enum DataError {
 
     /// A YAML configuration that does not parse or does not validate; lists every problem.
     #[error("{path}: invalid configuration:\n  - {}", problems.join("\n  - "))]
-    Config { path: PathBuf, problems: Vec<String> },
+    Config {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
 
     /// A token shard (or its index) that fails a check.
     #[error("{path}: {message}\nHINT: {hint}")]
@@ -62,6 +65,9 @@ pub(crate) trait IoContext<T> {
 
 impl<T> IoContext<T> for std::io::Result<T> {
     fn at(self, path: impl Into<PathBuf>) -> Result<T> {
-        self.map_err(|source| DataError::Io { path: path.into(), source })
+        self.map_err(|source| DataError::Io {
+            path: path.into(),
+            source,
+        })
     }
 }

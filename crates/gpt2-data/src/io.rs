@@ -23,7 +23,12 @@ pub enum Compression {
 impl Compression {
     /// Guess from the last extension: `.gz`, `.zst`/`.zstd`, `.xz`, `.bz2`; anything else is plain.
     pub fn from_path(path: &Path) -> Self {
-        match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+        match path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
             Some("gz") => Self::Gzip,
             Some("zst") | Some("zstd") => Self::Zstd,
             Some("xz") => Self::Xz,
@@ -35,10 +40,16 @@ impl Compression {
 
 /// The file name without its compression extension (`a.jsonl.zst` → `a.jsonl`).
 pub fn strip_compression(path: &Path) -> String {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     match Compression::from_path(path) {
         Compression::None => name,
-        _ => name.rsplit_once('.').map(|(stem, _)| stem.to_string()).unwrap_or(name),
+        _ => name
+            .rsplit_once('.')
+            .map(|(stem, _)| stem.to_string())
+            .unwrap_or(name),
     }
 }
 
@@ -65,7 +76,10 @@ impl<R: Read> Read for CountingReader<R> {
 /// Open `path` for streaming reads, decompressing by extension. Memory stays constant:
 /// zstd's window may be up to 2 GiB (`--long=31`, as pushshift's later dumps need), which
 /// zstd allocates only when a frame asks for it. Multi-stream gzip/xz/bzip2 files are read whole.
-pub fn open_reader(path: &Path, counter: Option<Arc<AtomicU64>>) -> Result<Box<dyn BufRead + Send>> {
+pub fn open_reader(
+    path: &Path,
+    counter: Option<Arc<AtomicU64>>,
+) -> Result<Box<dyn BufRead + Send>> {
     let file = File::open(path).at(path)?;
     let counter = counter.unwrap_or_default();
     let raw = BufReader::with_capacity(1 << 20, CountingReader::new(file, counter));
@@ -85,7 +99,10 @@ pub fn open_reader(path: &Path, counter: Option<Arc<AtomicU64>>) -> Result<Box<d
 
 /// The temporary sibling name used while `path` is being written.
 pub fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(".tmp");
     path.with_file_name(name)
 }
@@ -102,7 +119,11 @@ impl AtomicFile {
     pub fn create(path: &Path) -> Result<Self> {
         let tmp = tmp_path(path);
         let file = File::create(&tmp).at(&tmp)?;
-        Ok(Self { path: path.to_path_buf(), tmp, writer: Some(io::BufWriter::with_capacity(1 << 20, file)) })
+        Ok(Self {
+            path: path.to_path_buf(),
+            tmp,
+            writer: Some(io::BufWriter::with_capacity(1 << 20, file)),
+        })
     }
 
     /// The final path this file will have.
@@ -113,7 +134,10 @@ impl AtomicFile {
     /// Flush, fsync, rename into place and fsync the directory.
     pub fn commit(mut self) -> Result<()> {
         let writer = self.writer.take().expect("commit is called once");
-        let file = writer.into_inner().map_err(|e| e.into_error()).at(&self.tmp)?;
+        let file = writer
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .at(&self.tmp)?;
         file.sync_all().at(&self.tmp)?;
         drop(file);
         fs::rename(&self.tmp, &self.path).at(&self.path)?;

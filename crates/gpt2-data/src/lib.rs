@@ -5,11 +5,14 @@
 //! - [`readers`] → [`clean`] → [`tokenizer`] → [`dedup`] → [`shard`], orchestrated by
 //!   [`prepare`]: documents → llm.c-compatible token shards with a held-out split and manifest.
 //! - [`loader`]: deterministic, resumable (B, T+1) batches for the trainer.
+//! - [`hf_tokenizer`]: GPT-2's Hugging Face tokenizer files (`vocab.json`, `merges.txt`, …) made
+//!   offline from the bundled ranks, for `gpt2 export`.
 
 pub mod clean;
 pub mod config;
 pub mod dedup;
 pub mod error;
+pub mod hf_tokenizer;
 pub mod io;
 pub mod loader;
 pub mod prepare;

@@ -45,15 +45,30 @@ pub struct TokenLoader {
 
 impl TokenLoader {
     /// A loader over `paths` (in the given order). `shuffle`: `Some(seed)` to permute per epoch.
-    pub fn new(paths: &[PathBuf], batch: usize, seq_len: usize, rank: usize, world: usize, shuffle: Option<u64>) -> Result<Self> {
+    pub fn new(
+        paths: &[PathBuf],
+        batch: usize,
+        seq_len: usize,
+        rank: usize,
+        world: usize,
+        shuffle: Option<u64>,
+    ) -> Result<Self> {
         if batch == 0 || seq_len == 0 || world == 0 || rank >= world {
-            return Err(DataError::Loader(format!("invalid batch {batch}, seq_len {seq_len}, rank {rank}, world {world}")));
+            return Err(DataError::Loader(format!(
+                "invalid batch {batch}, seq_len {seq_len}, rank {rank}, world {world}"
+            )));
         }
         if paths.is_empty() {
             return Err(DataError::Loader("no shards given\nHINT: run `gpt2 prepare` first, and check the shard directory or glob".into()));
         }
-        let shards = paths.iter().map(|p| ShardReader::open(p)).collect::<Result<Vec<_>>>()?;
-        let windows: Vec<u64> = shards.iter().map(|s| s.len().saturating_sub(1) / seq_len as u64).collect();
+        let shards = paths
+            .iter()
+            .map(|p| ShardReader::open(p))
+            .collect::<Result<Vec<_>>>()?;
+        let windows: Vec<u64> = shards
+            .iter()
+            .map(|s| s.len().saturating_sub(1) / seq_len as u64)
+            .collect();
         let total_windows = windows.iter().sum();
         let need = (batch * world) as u64;
         if total_windows < need {
@@ -62,12 +77,36 @@ impl TokenLoader {
                 "the shards hold {tokens} tokens = {total_windows} windows of {seq_len}+1, but one step needs {need} (batch {batch} × world {world})\nHINT: use a smaller batch or seq_len, or prepare more data"
             )));
         }
-        Ok(Self { shards, windows, total_windows, batch, seq_len, rank, world, shuffle, state: LoaderState { epoch: 0, cursor: 0 }, epoch_order: None, window_perm: None })
+        Ok(Self {
+            shards,
+            windows,
+            total_windows,
+            batch,
+            seq_len,
+            rank,
+            world,
+            shuffle,
+            state: LoaderState {
+                epoch: 0,
+                cursor: 0,
+            },
+            epoch_order: None,
+            window_perm: None,
+        })
     }
 
     /// A loader over one split of a prepared directory, via its manifest. With `verify`, every
     /// shard's sha256 is checked against the manifest first.
-    pub fn from_manifest(dir: &Path, split: &str, batch: usize, seq_len: usize, rank: usize, world: usize, shuffle: Option<u64>, verify: bool) -> Result<Self> {
+    pub fn from_manifest(
+        dir: &Path,
+        split: &str,
+        batch: usize,
+        seq_len: usize,
+        rank: usize,
+        world: usize,
+        shuffle: Option<u64>,
+        verify: bool,
+    ) -> Result<Self> {
         let m = Manifest::load(&dir.join(MANIFEST))?;
         if verify {
             for s in m.shards.iter().filter(|s| s.split == split) {
@@ -76,7 +115,10 @@ impl TokenLoader {
         }
         let paths = m.shard_paths(dir, split);
         if paths.is_empty() {
-            return Err(DataError::Loader(format!("{}: no `{split}` shards in the manifest", dir.display())));
+            return Err(DataError::Loader(format!(
+                "{}: no `{split}` shards in the manifest",
+                dir.display()
+            )));
         }
         Self::new(&paths, batch, seq_len, rank, world, shuffle)
     }
@@ -121,7 +163,11 @@ impl TokenLoader {
     /// Shard and window (within it) of the epoch's `i`-th window.
     fn locate(&mut self, i: u64) -> (usize, u64) {
         let epoch = self.state.epoch;
-        if self.epoch_order.as_ref().is_none_or(|(e, _, _)| *e != epoch) {
+        if self
+            .epoch_order
+            .as_ref()
+            .is_none_or(|(e, _, _)| *e != epoch)
+        {
             let mut order: Vec<usize> = (0..self.shards.len()).collect();
             if let Some(seed) = self.shuffle {
                 permute(&mut order, mix(seed, epoch, u64::MAX));
@@ -137,8 +183,14 @@ impl TokenLoader {
         let k = prefix.partition_point(|&p| p <= i) - 1;
         let shard = order[k];
         let local = i - prefix[k];
-        let Some(seed) = self.shuffle else { return (shard, local) };
-        if self.window_perm.as_ref().is_none_or(|(e, s, _)| *e != epoch || *s != shard) {
+        let Some(seed) = self.shuffle else {
+            return (shard, local);
+        };
+        if self
+            .window_perm
+            .as_ref()
+            .is_none_or(|(e, s, _)| *e != epoch || *s != shard)
+        {
             let mut perm: Vec<u32> = (0..self.windows[shard] as u32).collect();
             permute(&mut perm, mix(seed, epoch, shard as u64));
             self.window_perm = Some((epoch, shard, perm));
@@ -220,8 +272,14 @@ mod tests {
         }
         // Shuffling changes the order between epochs but visits every window once per epoch.
         let per_epoch = full.steps_per_epoch() as usize;
-        let mut e0: Vec<u32> = all[..per_epoch].iter().flat_map(|b| b.chunks(9).map(|w| w[0])).collect();
-        let mut e1: Vec<u32> = all[per_epoch..2 * per_epoch].iter().flat_map(|b| b.chunks(9).map(|w| w[0])).collect();
+        let mut e0: Vec<u32> = all[..per_epoch]
+            .iter()
+            .flat_map(|b| b.chunks(9).map(|w| w[0]))
+            .collect();
+        let mut e1: Vec<u32> = all[per_epoch..2 * per_epoch]
+            .iter()
+            .flat_map(|b| b.chunks(9).map(|w| w[0]))
+            .collect();
         assert_ne!(e0, e1);
         e0.sort();
         e1.sort();
@@ -232,7 +290,10 @@ mod tests {
     fn too_little_data_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         let p = shard(dir.path(), "a.bin", &[1, 2, 3]);
-        let e = TokenLoader::new(&[p], 4, 8, 0, 1, None).err().unwrap().to_string();
+        let e = TokenLoader::new(&[p], 4, 8, 0, 1, None)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("HINT") && e.contains("batch 4"), "{e}");
     }
 }

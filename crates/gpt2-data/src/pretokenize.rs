@@ -28,9 +28,18 @@ struct Ranges(Vec<(u32, u32)>);
 
 impl Ranges {
     fn from_pattern(pattern: &str) -> Self {
-        let hir = regex_syntax::Parser::new().parse(pattern).expect("static pattern");
-        let HirKind::Class(Class::Unicode(cls)) = hir.kind() else { panic!("{pattern} is a Unicode class") };
-        Self(cls.ranges().iter().map(|r| (r.start() as u32, r.end() as u32)).collect())
+        let hir = regex_syntax::Parser::new()
+            .parse(pattern)
+            .expect("static pattern");
+        let HirKind::Class(Class::Unicode(cls)) = hir.kind() else {
+            panic!("{pattern} is a Unicode class")
+        };
+        Self(
+            cls.ranges()
+                .iter()
+                .map(|r| (r.start() as u32, r.end() as u32))
+                .collect(),
+        )
     }
 
     fn contains(&self, c: u32) -> bool {
@@ -50,7 +59,11 @@ struct Tables {
 fn tables() -> &'static Tables {
     static T: OnceLock<Tables> = OnceLock::new();
     T.get_or_init(|| {
-        let (letter, number, space) = (Ranges::from_pattern(r"\p{L}"), Ranges::from_pattern(r"\p{N}"), Ranges::from_pattern(r"\s"));
+        let (letter, number, space) = (
+            Ranges::from_pattern(r"\p{L}"),
+            Ranges::from_pattern(r"\p{N}"),
+            Ranges::from_pattern(r"\s"),
+        );
         let slow = |c: u32| {
             if letter.contains(c) {
                 Cat::Letter
@@ -63,7 +76,12 @@ fn tables() -> &'static Tables {
             }
         };
         let low = (0..0x800).map(slow).collect();
-        Tables { letter, number, space, low }
+        Tables {
+            letter,
+            number,
+            space,
+            low,
+        }
     })
 }
 
@@ -86,7 +104,10 @@ fn cat(t: &Tables, c: char) -> Cat {
 /// Call `f` with each piece of `text`, in order, exactly as GPT-2's regex splits it.
 pub fn split(text: &str, mut f: impl FnMut(&str)) {
     let t = tables();
-    let chars: Vec<(usize, char, Cat)> = text.char_indices().map(|(i, c)| (i, c, cat(t, c))).collect();
+    let chars: Vec<(usize, char, Cat)> = text
+        .char_indices()
+        .map(|(i, c)| (i, c, cat(t, c)))
+        .collect();
     let n = chars.len();
     let at = |k: usize| if k < n { chars[k].0 } else { text.len() };
     let run = |mut k: usize, want: Cat| {
@@ -114,7 +135,11 @@ pub fn split(text: &str, mut f: impl FnMut(&str)) {
             }
         }
         // 2–4. An optional literal space, then a run of letters, numbers or "other".
-        let (start, body) = if c == ' ' && i + 1 < n && chars[i + 1].2 != Cat::Space { (i, i + 1) } else { (i, i) };
+        let (start, body) = if c == ' ' && i + 1 < n && chars[i + 1].2 != Cat::Space {
+            (i, i + 1)
+        } else {
+            (i, i)
+        };
         let bk = chars[body].2;
         if bk != Cat::Space {
             let end = run(body, bk);
@@ -126,7 +151,11 @@ pub fn split(text: &str, mut f: impl FnMut(&str)) {
         // 5–7. Whitespace: all of it at the end of the text; otherwise all but the last
         // character (which then prefixes the next piece), or a single character.
         let end = run(i, Cat::Space);
-        let stop = if end == n || end - i == 1 { end } else { end - 1 };
+        let stop = if end == n || end - i == 1 {
+            end
+        } else {
+            end - 1
+        };
         f(&text[at(i)..at(stop)]);
         i = stop;
     }
@@ -175,16 +204,38 @@ mod tests {
     #[test]
     fn splits_like_the_regex() {
         assert_eq!(pieces("Hello world"), ["Hello", " world"]);
-        assert_eq!(pieces("don't  stop\n\n x  "), ["don", "'t", " ", " stop", "\n\n", " x", "  "]);
-        assert_eq!(pieces("it's 'S 123abc ?!'s"), ["it", "'s", " '", "S", " 123", "abc", " ?!'", "s"]);
+        assert_eq!(
+            pieces("don't  stop\n\n x  "),
+            ["don", "'t", " ", " stop", "\n\n", " x", "  "]
+        );
+        assert_eq!(
+            pieces("it's 'S 123abc ?!'s"),
+            ["it", "'s", " '", "S", " 123", "abc", " ?!'", "s"]
+        );
         assert_eq!(pieces("a\tb"), ["a", "\t", "b"]);
     }
 
     #[test]
     fn ids_equal_tiktoken_on_tricky_text() {
-        let cases = ["", " ", "  ", "a  b\n\n\nc   ", "naïve café ½ ٣ 中文字 🎉👍🏽", "x\u{a0}y\u{2028}z", "'ll've're'd", "<|endoftext|>", "\r\n\r\n", " \n", "1,000,000.5"];
+        let cases = [
+            "",
+            " ",
+            "  ",
+            "a  b\n\n\nc   ",
+            "naïve café ½ ٣ 中文字 🎉👍🏽",
+            "x\u{a0}y\u{2028}z",
+            "'ll've're'd",
+            "<|endoftext|>",
+            "\r\n\r\n",
+            " \n",
+            "1,000,000.5",
+        ];
         for c in cases {
-            assert_eq!(encode_ordinary_fast(c), crate::tokenizer::gpt2().encode_ordinary(c), "{c:?}");
+            assert_eq!(
+                encode_ordinary_fast(c),
+                crate::tokenizer::gpt2().encode_ordinary(c),
+                "{c:?}"
+            );
         }
     }
 }

@@ -33,15 +33,28 @@ impl Progress {
         let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
             let b = ProgressBar::new(total);
             b.set_style(
-                ProgressStyle::with_template("{prefix} [{bar:30}] {bytes}/{total_bytes} {msg} ETA {eta}")
-                    .expect("static template")
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "{prefix} [{bar:30}] {bytes}/{total_bytes} {msg} ETA {eta}",
+                )
+                .expect("static template")
+                .progress_chars("=> "),
             );
             b.set_prefix(label.to_string());
             b
         });
-        let every = if quiet { Duration::MAX } else { Duration::from_secs(10) };
-        Self { bar, total, start: Instant::now(), last_line: Instant::now(), every, label: label.to_string() }
+        let every = if quiet {
+            Duration::MAX
+        } else {
+            Duration::from_secs(10)
+        };
+        Self {
+            bar,
+            total,
+            start: Instant::now(),
+            last_line: Instant::now(),
+            every,
+            label: label.to_string(),
+        }
     }
 
     fn message(&self, s: &Snapshot) -> String {
@@ -63,8 +76,16 @@ impl Progress {
             self.last_line = Instant::now();
             let pct = 100.0 * s.input_bytes as f64 / self.total.max(1) as f64;
             let secs = self.start.elapsed().as_secs_f64();
-            let eta = if s.input_bytes > 0 { secs * (self.total as f64 / s.input_bytes as f64 - 1.0) } else { f64::NAN };
-            eprintln!("{}: {pct:5.1}% | {} | {secs:.0}s elapsed, ETA {eta:.0}s", self.label, self.message(s));
+            let eta = if s.input_bytes > 0 {
+                secs * (self.total as f64 / s.input_bytes as f64 - 1.0)
+            } else {
+                f64::NAN
+            };
+            eprintln!(
+                "{}: {pct:5.1}% | {} | {secs:.0}s elapsed, ETA {eta:.0}s",
+                self.label,
+                self.message(s)
+            );
         }
     }
 

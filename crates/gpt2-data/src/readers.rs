@@ -20,7 +20,7 @@ use arrow::datatypes::DataType;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 
 use crate::error::{DataError, IoContext, Result};
-use crate::io::{open_reader, strip_compression, stream_error};
+use crate::io::{open_reader, stream_error, strip_compression};
 
 /// How an input file is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -57,7 +57,11 @@ pub fn expand_inputs(paths: &[PathBuf], problems: &mut Vec<String>) -> Vec<(Path
             walk(p, &mut files, problems);
             files.sort();
             let before = out.len();
-            out.extend(files.into_iter().filter_map(|f| Format::detect(&f).map(|fmt| (f, fmt))));
+            out.extend(
+                files
+                    .into_iter()
+                    .filter_map(|f| Format::detect(&f).map(|fmt| (f, fmt))),
+            );
             if out.len() == before {
                 problems.push(format!("{}: directory holds no supported input (.jsonl[.gz|.zst|.xz|.bz2], .parquet, .txt, .html)", p.display()));
             }
@@ -97,7 +101,10 @@ pub enum Body {
     Text(String),
     Html(String),
     /// Bytes that are not valid UTF-8; the `invalid_utf8` policy decides.
-    InvalidUtf8 { bytes: Vec<u8>, html: bool },
+    InvalidUtf8 {
+        bytes: Vec<u8>,
+        html: bool,
+    },
 }
 
 /// One document as read.
@@ -126,32 +133,69 @@ pub struct DocReader {
 }
 
 enum Inner {
-    Jsonl { reader: Box<dyn BufRead + Send>, line: u64, fields: Fields, buf: Vec<u8> },
-    Whole { reader: Option<Box<dyn BufRead + Send>>, html: bool },
-    Parquet { reader: ParquetRecordBatchReader, batch: Option<RecordBatch>, next_row: usize, row: u64, text_col: usize },
+    Jsonl {
+        reader: Box<dyn BufRead + Send>,
+        line: u64,
+        fields: Fields,
+        buf: Vec<u8>,
+    },
+    Whole {
+        reader: Option<Box<dyn BufRead + Send>>,
+        html: bool,
+    },
+    Parquet {
+        reader: ParquetRecordBatchReader,
+        batch: Option<RecordBatch>,
+        next_row: usize,
+        row: u64,
+        text_col: usize,
+    },
 }
 
 impl DocReader {
     pub fn open(path: &Path, format: Format, fields: &Fields) -> Result<Self> {
         let consumed = Arc::new(AtomicU64::new(0));
         let inner = match format {
-            Format::Jsonl => Inner::Jsonl { reader: open_reader(path, Some(consumed.clone()))?, line: 0, fields: fields.clone(), buf: Vec::new() },
-            Format::Txt | Format::Html => Inner::Whole { reader: Some(open_reader(path, Some(consumed.clone()))?), html: format == Format::Html },
+            Format::Jsonl => Inner::Jsonl {
+                reader: open_reader(path, Some(consumed.clone()))?,
+                line: 0,
+                fields: fields.clone(),
+                buf: Vec::new(),
+            },
+            Format::Txt | Format::Html => Inner::Whole {
+                reader: Some(open_reader(path, Some(consumed.clone()))?),
+                html: format == Format::Html,
+            },
             Format::Parquet => open_parquet(path, &fields.text, consumed.clone())?,
         };
-        Ok(Self { path: path.to_path_buf(), inner, consumed })
+        Ok(Self {
+            path: path.to_path_buf(),
+            inner,
+            consumed,
+        })
     }
 
     /// The next record; `Err(BadRecord)` for one bad record (reading may go on), `Err(BadInput)`
     /// when the file itself fails (reading must stop).
     pub fn next_record(&mut self) -> Option<Result<Record>> {
         match &mut self.inner {
-            Inner::Jsonl { reader, line, fields, buf } => loop {
+            Inner::Jsonl {
+                reader,
+                line,
+                fields,
+                buf,
+            } => loop {
                 buf.clear();
                 match reader.read_until(b'\n', buf) {
                     Ok(0) => return None,
                     Ok(_) => *line += 1,
-                    Err(e) => return Some(Err(stream_error(&self.path, e, &format!("read error after line {line}")))),
+                    Err(e) => {
+                        return Some(Err(stream_error(
+                            &self.path,
+                            e,
+                            &format!("read error after line {line}"),
+                        )))
+                    }
                 }
                 if buf.trim_ascii().is_empty() {
                     continue;
@@ -167,11 +211,24 @@ impl DocReader {
                 let body = match String::from_utf8(bytes) {
                     Ok(s) if *html => Body::Html(s),
                     Ok(s) => Body::Text(s),
-                    Err(e) => Body::InvalidUtf8 { bytes: e.into_bytes(), html: *html },
+                    Err(e) => Body::InvalidUtf8 {
+                        bytes: e.into_bytes(),
+                        html: *html,
+                    },
                 };
-                Some(Ok(Record { body, url: None, meta: None }))
+                Some(Ok(Record {
+                    body,
+                    url: None,
+                    meta: None,
+                }))
             }
-            Inner::Parquet { reader, batch, next_row, row, text_col } => loop {
+            Inner::Parquet {
+                reader,
+                batch,
+                next_row,
+                row,
+                text_col,
+            } => loop {
                 if let Some(b) = batch.as_ref().filter(|b| *next_row < b.num_rows()) {
                     let i = *next_row;
                     *next_row += 1;
@@ -183,7 +240,13 @@ impl DocReader {
                         *batch = Some(b);
                         *next_row = 0;
                     }
-                    Err(e) => return Some(Err(DataError::BadInput { path: self.path.clone(), message: format!("parquet read error after row {row}: {e}"), hint: "the file may be truncated or corrupt; re-download it".into() })),
+                    Err(e) => {
+                        return Some(Err(DataError::BadInput {
+                            path: self.path.clone(),
+                            message: format!("parquet read error after row {row}: {e}"),
+                            hint: "the file may be truncated or corrupt; re-download it".into(),
+                        }))
+                    }
                 }
             },
         }
@@ -191,7 +254,11 @@ impl DocReader {
 }
 
 fn parse_json_line(path: &Path, line: u64, buf: &[u8], fields: &Fields) -> Result<Record> {
-    let bad = |message: String| DataError::BadRecord { path: path.to_path_buf(), line, message };
+    let bad = |message: String| DataError::BadRecord {
+        path: path.to_path_buf(),
+        line,
+        message,
+    };
     let (value, invalid) = match serde_json::from_slice::<serde_json::Value>(buf) {
         Ok(v) => (v, None),
         // serde_json rejects invalid UTF-8 anywhere in the line; parse the repaired text to find
@@ -211,13 +278,21 @@ fn parse_json_line(path: &Path, line: u64, buf: &[u8], fields: &Fields) -> Resul
     let (text, html) = match (obj.remove(&fields.text), obj.remove(&fields.html)) {
         (Some(serde_json::Value::String(t)), _) => (t, false),
         (_, Some(serde_json::Value::String(h))) => (h, true),
-        _ => return Err(bad(format!("no string field `{}` (or `{}`)", fields.text, fields.html))),
+        _ => {
+            return Err(bad(format!(
+                "no string field `{}` (or `{}`)",
+                fields.text, fields.html
+            )))
+        }
     };
     let url = obj.get("url").and_then(|u| u.as_str()).map(str::to_string);
     let meta = (!obj.is_empty()).then(|| serde_json::Value::Object(obj).to_string());
     let body = match (invalid, html) {
         // U+FFFD in the repaired text marks where bytes were invalid; keep them so `drop` can act.
-        (Some(()), _) => Body::InvalidUtf8 { bytes: text.into_bytes(), html },
+        (Some(()), _) => Body::InvalidUtf8 {
+            bytes: text.into_bytes(),
+            html,
+        },
         (None, true) => Body::Html(text),
         (None, false) => Body::Text(text),
     };
@@ -227,20 +302,41 @@ fn parse_json_line(path: &Path, line: u64, buf: &[u8], fields: &Fields) -> Resul
 fn open_parquet(path: &Path, text_field: &str, consumed: Arc<AtomicU64>) -> Result<Inner> {
     let file = File::open(path).at(path)?;
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let bad = |message: String| DataError::BadInput { path: path.to_path_buf(), message, hint: "is this a Parquet file with a text column? set `text_field` to the column holding the text".into() };
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| bad(format!("not a readable Parquet file: {e}")))?;
+    let bad = |message: String| {
+        DataError::BadInput { path: path.to_path_buf(), message, hint: "is this a Parquet file with a text column? set `text_field` to the column holding the text".into() }
+    };
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| bad(format!("not a readable Parquet file: {e}")))?;
     let schema = builder.schema().clone();
     let Some((text_col, field)) = schema.column_with_name(text_field) else {
         let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-        return Err(bad(format!("no `{text_field}` column (columns: {})", names.join(", "))));
+        return Err(bad(format!(
+            "no `{text_field}` column (columns: {})",
+            names.join(", ")
+        )));
     };
-    if !matches!(field.data_type(), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) {
-        return Err(bad(format!("column `{text_field}` has type {}, expected a string type", field.data_type())));
+    if !matches!(
+        field.data_type(),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+    ) {
+        return Err(bad(format!(
+            "column `{text_field}` has type {}, expected a string type",
+            field.data_type()
+        )));
     }
-    let reader = builder.with_batch_size(1024).build().map_err(|e| bad(format!("cannot read: {e}")))?;
+    let reader = builder
+        .with_batch_size(1024)
+        .build()
+        .map_err(|e| bad(format!("cannot read: {e}")))?;
     // Parquet reads by column chunk, not as a stream; count the whole file as consumed up front.
     consumed.store(len, std::sync::atomic::Ordering::Relaxed);
-    Ok(Inner::Parquet { reader, batch: None, next_row: 0, row: 0, text_col })
+    Ok(Inner::Parquet {
+        reader,
+        batch: None,
+        next_row: 0,
+        row: 0,
+        text_col,
+    })
 }
 
 fn string_at(col: &dyn Array, i: usize) -> Option<String> {
@@ -255,9 +351,19 @@ fn string_at(col: &dyn Array, i: usize) -> Option<String> {
     }
 }
 
-fn parquet_record(path: &Path, row: u64, b: &RecordBatch, i: usize, text_col: usize) -> Result<Record> {
+fn parquet_record(
+    path: &Path,
+    row: u64,
+    b: &RecordBatch,
+    i: usize,
+    text_col: usize,
+) -> Result<Record> {
     let Some(text) = string_at(b.column(text_col).as_ref(), i) else {
-        return Err(DataError::BadRecord { path: path.to_path_buf(), line: row, message: "text is null (row numbers in Parquet errors are 0-based)".into() });
+        return Err(DataError::BadRecord {
+            path: path.to_path_buf(),
+            line: row,
+            message: "text is null (row numbers in Parquet errors are 0-based)".into(),
+        });
     };
     let mut meta = serde_json::Map::new();
     let mut url = None;
@@ -272,7 +378,10 @@ fn parquet_record(path: &Path, row: u64, b: &RecordBatch, i: usize, text_col: us
             continue;
         } else {
             match arrow::util::display::array_value_to_string(col, i) {
-                Ok(s) => s.parse::<serde_json::Number>().map(serde_json::Value::Number).unwrap_or(serde_json::Value::String(s)),
+                Ok(s) => s
+                    .parse::<serde_json::Number>()
+                    .map(serde_json::Value::Number)
+                    .unwrap_or(serde_json::Value::String(s)),
                 Err(_) => continue,
             }
         };
@@ -282,14 +391,21 @@ fn parquet_record(path: &Path, row: u64, b: &RecordBatch, i: usize, text_col: us
         meta.insert(field.name().clone(), v);
     }
     let meta = (!meta.is_empty()).then(|| serde_json::Value::Object(meta).to_string());
-    Ok(Record { body: Body::Text(text), url, meta })
+    Ok(Record {
+        body: Body::Text(text),
+        url,
+        meta,
+    })
 }
 
 /// Main text of an HTML page (boilerplate, navigation and scripts removed) via dom_smoothie, a
 /// Rust port of Mozilla's Readability (the family of extractors Dragnet/newspaper belong to).
 /// `None` when no readable content is found.
 pub fn extract_html(html: &str, url: Option<&str>) -> Option<String> {
-    let cfg = dom_smoothie::Config { text_mode: dom_smoothie::TextMode::Formatted, ..Default::default() };
+    let cfg = dom_smoothie::Config {
+        text_mode: dom_smoothie::TextMode::Formatted,
+        ..Default::default()
+    };
     let url = url.filter(|u| u.starts_with("http://") || u.starts_with("https://"));
     let mut r = dom_smoothie::Readability::new(html, url, Some(cfg.clone()))
         .or_else(|_| dom_smoothie::Readability::new(html, None, Some(cfg)))

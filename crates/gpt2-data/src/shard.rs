@@ -76,7 +76,13 @@ impl ShardWriter {
         let mut bin = AtomicFile::create(path)?;
         // Placeholder header; the real one (with the token count) is written at finish.
         bin.write_all(&[0u8; HEADER_BYTES]).at(path)?;
-        Ok(Self { bin, tokens: 0, docs: Vec::new(), meta: Vec::new(), split: split.to_string() })
+        Ok(Self {
+            bin,
+            tokens: 0,
+            docs: Vec::new(),
+            meta: Vec::new(),
+            split: split.to_string(),
+        })
     }
 
     pub fn tokens(&self) -> u64 {
@@ -93,11 +99,17 @@ impl ShardWriter {
         if let Some(m) = meta {
             let doc = self.docs.len();
             let body = m.trim_start().strip_prefix('{').unwrap_or(m);
-            let sep = if body.trim_start().starts_with('}') { "" } else { "," };
+            let sep = if body.trim_start().starts_with('}') {
+                ""
+            } else {
+                ","
+            };
             self.meta.push(format!("{{\"doc\":{doc}{sep}{body}"));
         }
         self.docs.push((self.tokens, text_bytes));
-        self.bin.write_all(tokens).at(self.bin.path().to_path_buf())?;
+        self.bin
+            .write_all(tokens)
+            .at(self.bin.path().to_path_buf())?;
         self.tokens += tokens.len() as u64 / 2;
         Ok(())
     }
@@ -119,7 +131,8 @@ impl ShardWriter {
 
         let idx_path = index_path(&path);
         let mut idx = AtomicFile::create(&idx_path)?;
-        idx.write_all(&header(INDEX_MAGIC, INDEX_VERSION, self.docs.len() as u64)).at(&idx_path)?;
+        idx.write_all(&header(INDEX_MAGIC, INDEX_VERSION, self.docs.len() as u64))
+            .at(&idx_path)?;
         for (off, bytes) in &self.docs {
             idx.write_all(&off.to_le_bytes()).at(&idx_path)?;
             idx.write_all(&bytes.to_le_bytes()).at(&idx_path)?;
@@ -135,7 +148,10 @@ impl ShardWriter {
             m.commit()?;
         }
         Ok(ShardInfo {
-            file: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            file: path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             split: self.split,
             tokens: self.tokens,
             documents: self.docs.len() as u64,
@@ -164,16 +180,35 @@ fn shard_err(path: &Path, message: String) -> DataError {
 
 fn read_header(path: &Path, bytes: &[u8], magic: i32, version: i32, what: &str) -> Result<u64> {
     if bytes.len() < HEADER_BYTES {
-        return Err(shard_err(path, format!("file is {} bytes, shorter than the {HEADER_BYTES}-byte {what} header", bytes.len())));
+        return Err(shard_err(
+            path,
+            format!(
+                "file is {} bytes, shorter than the {HEADER_BYTES}-byte {what} header",
+                bytes.len()
+            ),
+        ));
     }
     let word = |i: usize| i32::from_le_bytes(bytes[4 * i..4 * i + 4].try_into().expect("4 bytes"));
     if word(0) != magic {
-        return Err(shard_err(path, format!("bad magic number {} in {what} header (expected {magic})", word(0))));
+        return Err(shard_err(
+            path,
+            format!(
+                "bad magic number {} in {what} header (expected {magic})",
+                word(0)
+            ),
+        ));
     }
     if word(1) != version {
-        return Err(shard_err(path, format!("unsupported {what} version {} (expected {version})", word(1))));
+        return Err(shard_err(
+            path,
+            format!(
+                "unsupported {what} version {} (expected {version})",
+                word(1)
+            ),
+        ));
     }
-    u64::try_from(word(2)).map_err(|_| shard_err(path, format!("negative count {} in {what} header", word(2))))
+    u64::try_from(word(2))
+        .map_err(|_| shard_err(path, format!("negative count {} in {what} header", word(2))))
 }
 
 /// A memory-mapped token shard with its document index, checked on open.
@@ -198,8 +233,17 @@ impl ShardReader {
             return Err(shard_err(path, format!("file size {} does not match the header's {ntok} tokens (expected {expected} bytes): truncated or overwritten", map.len())));
         }
         let idx = index_path(path);
-        let docs = if idx.exists() { read_index(&idx, ntok)? } else { Vec::new() };
-        Ok(Self { path: path.to_path_buf(), map, ntok, docs })
+        let docs = if idx.exists() {
+            read_index(&idx, ntok)?
+        } else {
+            Vec::new()
+        };
+        Ok(Self {
+            path: path.to_path_buf(),
+            map,
+            ntok,
+            docs,
+        })
     }
 
     /// Open and also compare the file's sha256 with the manifest's.
@@ -207,7 +251,10 @@ impl ShardReader {
         let r = Self::open(path)?;
         let actual = hex::encode(Sha256::digest(&r.map[..]));
         if actual != expected_sha256 {
-            return Err(shard_err(path, format!("sha256 {actual} differs from the manifest's {expected_sha256}")));
+            return Err(shard_err(
+                path,
+                format!("sha256 {actual} differs from the manifest's {expected_sha256}"),
+            ));
         }
         Ok(r)
     }
@@ -257,7 +304,13 @@ fn read_index(path: &Path, ntok: u64) -> Result<Vec<(u64, u64)>> {
     let n = read_header(path, &bytes, INDEX_MAGIC, INDEX_VERSION, "index")?;
     let expected = HEADER_BYTES as u64 + 16 * n;
     if bytes.len() as u64 != expected {
-        return Err(shard_err(path, format!("index size {} does not match its {n} documents (expected {expected} bytes)", bytes.len())));
+        return Err(shard_err(
+            path,
+            format!(
+                "index size {} does not match its {n} documents (expected {expected} bytes)",
+                bytes.len()
+            ),
+        ));
     }
     let mut docs = Vec::with_capacity(n as usize);
     let mut prev = None;
@@ -265,7 +318,10 @@ fn read_index(path: &Path, ntok: u64) -> Result<Vec<(u64, u64)>> {
         let off = u64::from_le_bytes(rec[0..8].try_into().expect("8 bytes"));
         let len = u64::from_le_bytes(rec[8..16].try_into().expect("8 bytes"));
         if off >= ntok || prev.is_some_and(|p| off <= p) {
-            return Err(shard_err(path, format!("document offset {off} out of order or beyond the shard's {ntok} tokens")));
+            return Err(shard_err(
+                path,
+                format!("document offset {off} out of order or beyond the shard's {ntok} tokens"),
+            ));
         }
         prev = Some(off);
         docs.push((off, len));
@@ -286,7 +342,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x_train_000000.bin");
         let mut w = ShardWriter::create(&p, "train").unwrap();
-        w.push(&bytes(&[50256, 1, 2, 3]), 10, Some(r#"{"url":"http://a.com"}"#)).unwrap();
+        w.push(
+            &bytes(&[50256, 1, 2, 3]),
+            10,
+            Some(r#"{"url":"http://a.com"}"#),
+        )
+        .unwrap();
         w.push(&bytes(&[50256, 4]), 3, None).unwrap();
         let info = w.finish().unwrap();
         assert_eq!((info.tokens, info.documents, info.text_bytes), (6, 2, 13));
@@ -296,7 +357,10 @@ mod tests {
         assert_eq!(i32::from_le_bytes(raw[4..8].try_into().unwrap()), 1);
         assert_eq!(i32::from_le_bytes(raw[8..12].try_into().unwrap()), 6);
         let r = ShardReader::open_verified(&p, &info.sha256).unwrap();
-        assert_eq!((0..6).map(|i| r.token(i)).collect::<Vec<_>>(), vec![50256, 1, 2, 3, 50256, 4]);
+        assert_eq!(
+            (0..6).map(|i| r.token(i)).collect::<Vec<_>>(),
+            vec![50256, 1, 2, 3, 50256, 4]
+        );
         assert_eq!(r.documents(), &[(0, 10), (4, 3)]);
         assert_eq!(r.text_bytes_between(1, 6), 3);
         let meta = std::fs::read_to_string(meta_path(&p)).unwrap();
@@ -315,17 +379,28 @@ mod tests {
 
         std::fs::write(&p, &good[..good.len() - 1]).unwrap();
         let e = ShardReader::open(&p).err().unwrap().to_string();
-        assert!(e.contains("file size") && e.contains("s.bin") && e.contains("HINT"), "{e}");
+        assert!(
+            e.contains("file size") && e.contains("s.bin") && e.contains("HINT"),
+            "{e}"
+        );
 
         let mut bad = good.clone();
         bad[0] ^= 1;
         std::fs::write(&p, &bad).unwrap();
-        assert!(ShardReader::open(&p).err().unwrap().to_string().contains("bad magic"));
+        assert!(ShardReader::open(&p)
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("bad magic"));
 
         let mut flipped = good.clone();
         *flipped.last_mut().unwrap() ^= 1;
         std::fs::write(&p, &flipped).unwrap();
         assert!(ShardReader::open(&p).is_ok());
-        assert!(ShardReader::open_verified(&p, &info.sha256).err().unwrap().to_string().contains("sha256"));
+        assert!(ShardReader::open_verified(&p, &info.sha256)
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("sha256"));
     }
 }

@@ -14,18 +14,35 @@ fn root() -> PathBuf {
 }
 
 fn quiet() -> RunOptions {
-    RunOptions { quiet: true, ..Default::default() }
+    RunOptions {
+        quiet: true,
+        ..Default::default()
+    }
 }
 
 /// Real prose: paragraphs of the sample corpus, `n` documents of a few thousand characters.
 fn real_docs(n: usize) -> Vec<String> {
     use std::io::BufRead;
     let r = gpt2_data::io::open_reader(&root().join("data/sample/sotu.jsonl.gz"), None).unwrap();
-    r.lines().take(n).map(|l| serde_json::from_str::<serde_json::Value>(&l.unwrap()).unwrap()["text"].as_str().unwrap().to_string()).collect()
+    r.lines()
+        .take(n)
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(&l.unwrap()).unwrap()["text"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
 }
 
 fn cfg(inputs: Vec<PathBuf>, out: &Path) -> PrepareConfig {
-    PrepareConfig { name: "t".into(), inputs, out_dir: out.to_path_buf(), min_val_tokens: 1000, ..Default::default() }
+    PrepareConfig {
+        name: "t".into(),
+        inputs,
+        out_dir: out.to_path_buf(),
+        min_val_tokens: 1000,
+        ..Default::default()
+    }
 }
 
 fn run(c: PrepareConfig) -> gpt2_data::Result<Manifest> {
@@ -44,7 +61,12 @@ fn shard_bytes(dir: &Path) -> Vec<(String, String)> {
         .unwrap()
         .flatten()
         .filter(|e| e.path().is_file() && e.file_name() != MANIFEST)
-        .map(|e| (e.file_name().to_string_lossy().into_owned(), gpt2_data::shard::sha256_file(&e.path()).unwrap()))
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                gpt2_data::shard::sha256_file(&e.path()).unwrap(),
+            )
+        })
         .collect();
     v.sort();
     v
@@ -72,25 +94,50 @@ fn every_reader_and_drop_reason() {
     // A near duplicate: the same address with one sentence edited.
     rows.push(serde_json::json!({"text": docs[2].replacen("the", "THE EDITED", 3)}));
     rows.push(serde_json::json!({"text": docs[2]}));
-    let body: Vec<String> = rows.iter().map(|r| r.to_string()).chain(std::iter::once("{not json".to_string())).collect();
+    let body: Vec<String> = rows
+        .iter()
+        .map(|r| r.to_string())
+        .chain(std::iter::once("{not json".to_string()))
+        .collect();
     let zst = d.join("a.jsonl.zst");
-    std::fs::write(&zst, zstd::encode_all((body.join("\n") + "\n").as_bytes(), 3).unwrap()).unwrap();
+    std::fs::write(
+        &zst,
+        zstd::encode_all((body.join("\n") + "\n").as_bytes(), 3).unwrap(),
+    )
+    .unwrap();
     // Parquet with a text column and a url column.
     let pq = d.join("b.parquet");
     {
         use arrow::array::{ArrayRef, StringArray};
         let text: ArrayRef = Arc::new(StringArray::from(vec![docs[3].as_str()]));
         let url: ArrayRef = Arc::new(StringArray::from(vec!["http://example.org/p"]));
-        let batch = arrow::record_batch::RecordBatch::try_from_iter(vec![("text", text), ("url", url)]).unwrap();
-        let mut w = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&pq).unwrap(), batch.schema(), None).unwrap();
+        let batch =
+            arrow::record_batch::RecordBatch::try_from_iter(vec![("text", text), ("url", url)])
+                .unwrap();
+        let mut w = parquet::arrow::ArrowWriter::try_new(
+            std::fs::File::create(&pq).unwrap(),
+            batch.schema(),
+            None,
+        )
+        .unwrap();
         w.write(&batch).unwrap();
         w.close().unwrap();
     }
     // A directory of .txt files (one with a NUL byte and CRLF), and an .html file.
     let txt = d.join("txt");
     std::fs::create_dir(&txt).unwrap();
-    std::fs::write(txt.join("1.txt"), docs[4].replace('\n', "\r\n").replacen(' ', "\0 ", 1)).unwrap();
-    std::fs::write(txt.join("2.html"), &html.replace("Address", "Other address").replace(&docs[5][..40], &docs[6][..40])).unwrap();
+    std::fs::write(
+        txt.join("1.txt"),
+        docs[4].replace('\n', "\r\n").replacen(' ', "\0 ", 1),
+    )
+    .unwrap();
+    std::fs::write(
+        txt.join("2.html"),
+        &html
+            .replace("Address", "Other address")
+            .replace(&docs[5][..40], &docs[6][..40]),
+    )
+    .unwrap();
     std::fs::write(txt.join("ignored.bin"), b"not an input").unwrap();
 
     let out = d.join("out");
@@ -126,9 +173,18 @@ fn every_reader_and_drop_reason() {
             texts.push(text);
         }
     }
-    assert!(all_meta.contains("\"karma\":12") && all_meta.contains("example.org/p"), "{all_meta}");
-    let extracted = texts.iter().find(|t| t.contains("Address")).expect("HTML document kept");
-    assert!(!extracted.contains("Copyright footer") && !extracted.contains("Menu"), "{extracted}");
+    assert!(
+        all_meta.contains("\"karma\":12") && all_meta.contains("example.org/p"),
+        "{all_meta}"
+    );
+    let extracted = texts
+        .iter()
+        .find(|t| t.contains("Address"))
+        .expect("HTML document kept");
+    assert!(
+        !extracted.contains("Copyright footer") && !extracted.contains("Menu"),
+        "{extracted}"
+    );
     assert!(texts.iter().all(|t| !t.contains('\0') && !t.contains('\r')));
 }
 
@@ -137,9 +193,22 @@ fn bad_inputs_fail_clearly_or_are_skipped_and_counted() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let good = d.join("good.jsonl");
-    jsonl(&good, &real_docs(3).iter().map(|t| serde_json::json!({ "text": t })).collect::<Vec<_>>());
+    jsonl(
+        &good,
+        &real_docs(3)
+            .iter()
+            .map(|t| serde_json::json!({ "text": t }))
+            .collect::<Vec<_>>(),
+    );
     let bad_line = d.join("bad.jsonl");
-    std::fs::write(&bad_line, format!("{}\n{{\"text\": 5}}\n", serde_json::json!({"text": real_docs(4)[3]}))).unwrap();
+    std::fs::write(
+        &bad_line,
+        format!(
+            "{}\n{{\"text\": 5}}\n",
+            serde_json::json!({"text": real_docs(4)[3]})
+        ),
+    )
+    .unwrap();
     let empty = d.join("empty.jsonl");
     std::fs::write(&empty, "").unwrap();
     let truncated = d.join("cut.jsonl.zst");
@@ -150,7 +219,12 @@ fn bad_inputs_fail_clearly_or_are_skipped_and_counted() {
         use arrow::array::{ArrayRef, Int64Array};
         let col: ArrayRef = Arc::new(Int64Array::from(vec![1, 2]));
         let batch = arrow::record_batch::RecordBatch::try_from_iter(vec![("id", col)]).unwrap();
-        let mut w = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&no_text).unwrap(), batch.schema(), None).unwrap();
+        let mut w = parquet::arrow::ArrowWriter::try_new(
+            std::fs::File::create(&no_text).unwrap(),
+            batch.schema(),
+            None,
+        )
+        .unwrap();
         w.write(&batch).unwrap();
         w.close().unwrap();
     }
@@ -171,17 +245,45 @@ fn bad_inputs_fail_clearly_or_are_skipped_and_counted() {
     let e = fail(vec![truncated.clone()]);
     assert!(e.contains("cut.jsonl.zst") && e.contains("HINT"), "{e}");
     let e = fail(vec![no_text.clone()]);
-    assert!(e.contains("notext.parquet") && e.contains("no `text` column") && e.contains("id"), "{e}");
-    assert!(!out.join(MANIFEST).exists(), "no manifest after a failed run");
+    assert!(
+        e.contains("notext.parquet") && e.contains("no `text` column") && e.contains("id"),
+        "{e}"
+    );
+    assert!(
+        !out.join(MANIFEST).exists(),
+        "no manifest after a failed run"
+    );
     // Unreadable and missing paths are reported together, before any work.
-    let e = run(cfg(vec![d.join("missing.jsonl"), d.join("also-missing.parquet")], &out)).unwrap_err().to_string();
-    assert!(e.contains("missing.jsonl") && e.contains("also-missing.parquet"), "{e}");
+    let e = run(cfg(
+        vec![d.join("missing.jsonl"), d.join("also-missing.parquet")],
+        &out,
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("missing.jsonl") && e.contains("also-missing.parquet"),
+        "{e}"
+    );
 
     // skip: everything readable is kept and every problem is counted.
-    let m = run(cfg(vec![good, bad_line, empty, truncated, no_text, invalid_utf8.clone()], &out)).unwrap();
+    let m = run(cfg(
+        vec![
+            good,
+            bad_line,
+            empty,
+            truncated,
+            no_text,
+            invalid_utf8.clone(),
+        ],
+        &out,
+    ))
+    .unwrap();
     let c = &m.counts;
     assert_eq!(c.malformed, 1);
-    assert_eq!(c.input_errors, 2, "truncated stream and parquet without text: {c:?}");
+    assert_eq!(
+        c.input_errors, 2,
+        "truncated stream and parquet without text: {c:?}"
+    );
     assert_eq!(c.utf8_repaired, 1);
     assert!(c.kept >= 5, "{c:?}");
     for s in &m.shards {
@@ -205,14 +307,18 @@ fn split_corpus(d: &Path) -> Vec<PathBuf> {
     for (i, chunk) in chunks.iter().enumerate() {
         let body = chunk.join("\n") + "\n";
         let (name, bytes) = match i {
-            0 => ("p0.jsonl.zst", zstd::encode_all(body.as_bytes(), 3).unwrap()),
+            0 => (
+                "p0.jsonl.zst",
+                zstd::encode_all(body.as_bytes(), 3).unwrap(),
+            ),
             1 => {
                 let mut e = liblzma::write::XzEncoder::new(Vec::new(), 6);
                 e.write_all(body.as_bytes()).unwrap();
                 ("p1.jsonl.xz", e.finish().unwrap())
             }
             2 => {
-                let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                let mut e =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
                 e.write_all(body.as_bytes()).unwrap();
                 ("p2.jsonl.gz", e.finish().unwrap())
             }
@@ -254,7 +360,14 @@ fn output_is_identical_for_any_thread_count_and_after_interruption() {
     // Interrupted after two inputs (work files left as a crash leaves them), then rerun.
     let c = make("r", 2);
     let plan = c.clone().validate(Path::new("test")).unwrap();
-    let e = run_prepare(&plan, &RunOptions { quiet: true, stop_after_inputs: Some(2) }).unwrap_err();
+    let e = run_prepare(
+        &plan,
+        &RunOptions {
+            quiet: true,
+            stop_after_inputs: Some(2),
+        },
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("stopped"));
     let work = work_dir(&dir.path().join("r"));
     assert!(work.join("part-00001.json").exists() && !work.join("part-00002.json").exists());

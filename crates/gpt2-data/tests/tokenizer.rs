@@ -14,7 +14,9 @@ fn root() -> PathBuf {
 
 fn sample_docs() -> Vec<Value> {
     let r = gpt2_data::io::open_reader(&root().join("data/sample/sotu.jsonl.gz"), None).unwrap();
-    r.lines().map(|l| serde_json::from_str(&l.unwrap()).unwrap()).collect()
+    r.lines()
+        .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+        .collect()
 }
 
 /// (name, text, expected ids) for every reference entry.
@@ -28,11 +30,20 @@ fn reference() -> Vec<(String, String, Vec<u32>)> {
             let text = match &e["text"] {
                 Value::String(s) => s.clone(),
                 t => {
-                    let doc = docs[t["sotu_doc_index"].as_u64().unwrap() as usize]["text"].as_str().unwrap();
-                    doc.chars().take(e["truncate_chars"].as_u64().unwrap() as usize).collect()
+                    let doc = docs[t["sotu_doc_index"].as_u64().unwrap() as usize]["text"]
+                        .as_str()
+                        .unwrap();
+                    doc.chars()
+                        .take(e["truncate_chars"].as_u64().unwrap() as usize)
+                        .collect()
                 }
             };
-            let ids = e["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+            let ids = e["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32)
+                .collect();
             (e["name"].as_str().unwrap().to_string(), text, ids)
         })
         .collect()
@@ -49,8 +60,14 @@ fn ids_equal_python_tiktoken() {
             real_tokens += ids.len();
         }
     }
-    assert!(real_tokens > 10_000, "real text covered: {real_tokens} tokens");
-    let eot = cases.iter().find(|c| c.1.contains("<|endoftext|>")).expect("a literal <|endoftext|> case");
+    assert!(
+        real_tokens > 10_000,
+        "real text covered: {real_tokens} tokens"
+    );
+    let eot = cases
+        .iter()
+        .find(|c| c.1.contains("<|endoftext|>"))
+        .expect("a literal <|endoftext|> case");
     assert!(!eot.2.contains(&EOT));
 }
 
@@ -59,7 +76,12 @@ fn fast_path_equals_tiktoken_rs_on_the_whole_sample_corpus() {
     // 237 documents, ~12 MB of real prose with curly quotes, dashes, numbers and tables.
     for d in sample_docs() {
         let text = d["text"].as_str().unwrap();
-        assert_eq!(encode_ordinary(text), gpt2_data::tokenizer::encode_ordinary_reference(text), "{}", d["id"]);
+        assert_eq!(
+            encode_ordinary(text),
+            gpt2_data::tokenizer::encode_ordinary_reference(text),
+            "{}",
+            d["id"]
+        );
     }
 }
 
@@ -67,10 +89,16 @@ fn fast_path_equals_tiktoken_rs_on_the_whole_sample_corpus() {
 fn prepared_shards_hold_the_reference_ids() {
     // The first sample documents, prepared without dedup/split surprises: each document's tokens
     // in the shard must be EOT followed by tiktoken's ids for its (already clean) text.
-    let cases: Vec<_> = reference().into_iter().filter(|c| c.0.starts_with("sotu")).collect();
+    let cases: Vec<_> = reference()
+        .into_iter()
+        .filter(|c| c.0.starts_with("sotu"))
+        .collect();
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("docs.jsonl");
-    let lines: Vec<String> = cases.iter().map(|c| serde_json::json!({ "text": c.1 }).to_string()).collect();
+    let lines: Vec<String> = cases
+        .iter()
+        .map(|c| serde_json::json!({ "text": c.1 }).to_string())
+        .collect();
     std::fs::write(&input, lines.join("\n")).unwrap();
     let cfg = gpt2_data::PrepareConfig {
         name: "ref".into(),
@@ -81,7 +109,14 @@ fn prepared_shards_hold_the_reference_ids() {
         ..Default::default()
     };
     let plan = cfg.validate(Path::new("test")).unwrap();
-    let m = gpt2_data::run_prepare(&plan, &gpt2_data::RunOptions { quiet: true, ..Default::default() }).unwrap();
+    let m = gpt2_data::run_prepare(
+        &plan,
+        &gpt2_data::RunOptions {
+            quiet: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert_eq!(m.shards.len(), 1);
     let r = gpt2_data::ShardReader::open(&dir.path().join("out").join(&m.shards[0].file)).unwrap();
     let mut expected = Vec::new();
@@ -93,5 +128,8 @@ fn prepared_shards_hold_the_reference_ids() {
     r.read_into(0, &mut got);
     assert_eq!(got, expected);
     let bytes: Vec<u64> = r.documents().iter().map(|d| d.1).collect();
-    assert_eq!(bytes, cases.iter().map(|c| c.1.len() as u64).collect::<Vec<_>>());
+    assert_eq!(
+        bytes,
+        cases.iter().map(|c| c.1.len() as u64).collect::<Vec<_>>()
+    );
 }

@@ -13,7 +13,8 @@ fn root() -> PathBuf {
 
 fn expected() -> Value {
     let p = root().join("tests/reference/pushshift_expected.json");
-    serde_json::from_str(&std::fs::read_to_string(&p).expect("reference file is committed")).expect("valid JSON")
+    serde_json::from_str(&std::fs::read_to_string(&p).expect("reference file is committed"))
+        .expect("valid JSON")
 }
 
 fn fixtures() -> Option<PathBuf> {
@@ -36,9 +37,15 @@ fn counts_and_urls_match_the_independent_reference() {
     let exp = expected();
     let mut checked = 0;
     for (case, inputs) in exp["inputs"].as_object().unwrap() {
-        for (mode_name, mode) in [("submission", KarmaMode::Submission), ("sum", KarmaMode::Sum)] {
+        for (mode_name, mode) in [
+            ("submission", KarmaMode::Submission),
+            ("sum", KarmaMode::Sum),
+        ] {
             let want = &exp["cases"][format!("{case}/{mode_name}")];
-            let mut f = UrlFilter::new(UrlFilterConfig { mode, ..Default::default() });
+            let mut f = UrlFilter::new(UrlFilterConfig {
+                mode,
+                ..Default::default()
+            });
             for name in inputs.as_array().unwrap() {
                 f.add_file(&dir.join(name.as_str().unwrap())).unwrap();
             }
@@ -49,16 +56,38 @@ fn counts_and_urls_match_the_independent_reference() {
                 assert_eq!(v, &want[k], "{case}/{mode_name}: count `{k}`");
             }
             let kept: Vec<&str> = rows.iter().map(|r| r.normalized_url.as_str()).collect();
-            let want_kept: Vec<&str> = want["kept_urls"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+            let want_kept: Vec<&str> = want["kept_urls"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap())
+                .collect();
             assert_eq!(kept, want_kept, "{case}/{mode_name}: kept URLs");
-            let sample_rows = want["rows_sample"].as_array().unwrap().iter().chain(want["multi_submission_rows"].as_array().unwrap());
+            let sample_rows = want["rows_sample"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .chain(want["multi_submission_rows"].as_array().unwrap());
             for w in sample_rows {
-                let r = rows.iter().find(|r| r.normalized_url == w["normalized_url"].as_str().unwrap()).expect("row present");
+                let r = rows
+                    .iter()
+                    .find(|r| r.normalized_url == w["normalized_url"].as_str().unwrap())
+                    .expect("row present");
                 assert_eq!(r.url, w["url"].as_str().unwrap());
-                assert_eq!(r.karma, w["karma"].as_i64().unwrap(), "{case}/{mode_name} karma of {}", r.normalized_url);
+                assert_eq!(
+                    r.karma,
+                    w["karma"].as_i64().unwrap(),
+                    "{case}/{mode_name} karma of {}",
+                    r.normalized_url
+                );
                 assert_eq!(r.num_submissions, w["num_submissions"].as_u64().unwrap());
                 assert_eq!(r.first_seen, w["first_seen"].as_i64().unwrap());
-                let subs: Vec<&str> = w["subreddits"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+                let subs: Vec<&str> = w["subreddits"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_str().unwrap())
+                    .collect();
                 assert_eq!(r.subreddits, subs);
             }
             checked += 1;
@@ -79,7 +108,9 @@ fn normalisation_matches_the_reference_cases() {
         let got = if u.is_empty() {
             "no_url".to_string()
         } else {
-            cfg.check_url(u).map(|(_, n)| n).unwrap_or_else(|r| r.name().to_string())
+            cfg.check_url(u)
+                .map(|(_, n)| n)
+                .unwrap_or_else(|r| r.name().to_string())
         };
         assert_eq!(got, c["expected"].as_str().unwrap(), "{u}");
     }
@@ -97,8 +128,21 @@ fn each_line_lands_in_the_reference_reason() {
         f.add_file(&p).unwrap();
         let (_, counts, _) = f.finish();
         let j = counts_json(&counts);
-        let reasons = ["malformed", "self_post", "over_18", "no_url", "short_url", "bad_url", "blocked_domain", "blocked_extension"];
-        let got = reasons.iter().find(|r| j[**r] == 1).copied().unwrap_or(if counts.passed == 1 { "pass" } else { "none" });
+        let reasons = [
+            "malformed",
+            "self_post",
+            "over_18",
+            "no_url",
+            "short_url",
+            "bad_url",
+            "blocked_domain",
+            "blocked_extension",
+        ];
+        let got = reasons
+            .iter()
+            .find(|r| j[**r] == 1)
+            .copied()
+            .unwrap_or(if counts.passed == 1 { "pass" } else { "none" });
         assert_eq!(counts.submissions, 1, "{line:?}");
         assert_eq!(got, c["expected"].as_str().unwrap(), "{line:?}");
     }
@@ -110,11 +154,23 @@ fn parquet_output_round_trips_and_counts_are_saved() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("urls.parquet");
     let txt = dir.path().join("urls.txt");
-    let (counts, _) = run_urls(&[fx.join("RS_v2_2005-06.xz"), fx.join("RS_v2_2005-07.xz")], &out, Some(&txt), UrlFilterConfig::default()).unwrap();
+    let (counts, _) = run_urls(
+        &[fx.join("RS_v2_2005-06.xz"), fx.join("RS_v2_2005-07.xz")],
+        &out,
+        Some(&txt),
+        UrlFilterConfig::default(),
+    )
+    .unwrap();
     let rows = read_parquet(&out).unwrap();
     assert_eq!(rows.len() as u64, counts.kept);
-    assert_eq!(std::fs::read_to_string(&txt).unwrap().lines().count(), rows.len());
-    let saved: UrlCounts = serde_json::from_str(&std::fs::read_to_string(dir.path().join("urls.counts.json")).unwrap()).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&txt).unwrap().lines().count(),
+        rows.len()
+    );
+    let saved: UrlCounts = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("urls.counts.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(saved, counts);
 }
 
@@ -123,8 +179,15 @@ fn malformed_lines_and_truncated_dumps_follow_the_policy() {
     use gpt2_data::OnError;
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("bad.jsonl");
-    std::fs::write(&p, "{\"url\":\"http://example.com/a\",\"score\":5}\n{oops\n").unwrap();
-    let mut f = UrlFilter::new(UrlFilterConfig { on_error: OnError::Fail, ..Default::default() });
+    std::fs::write(
+        &p,
+        "{\"url\":\"http://example.com/a\",\"score\":5}\n{oops\n",
+    )
+    .unwrap();
+    let mut f = UrlFilter::new(UrlFilterConfig {
+        on_error: OnError::Fail,
+        ..Default::default()
+    });
     let e = f.add_file(&p).unwrap_err().to_string();
     assert!(e.contains("bad.jsonl:2"), "{e}");
 
@@ -138,6 +201,9 @@ fn malformed_lines_and_truncated_dumps_follow_the_policy() {
     let (_, counts, skipped) = f.finish();
     assert!(counts.submissions > 0 && counts.submissions < 1079);
     assert!(skipped[0].contains("cut.xz"), "{skipped:?}");
-    let mut f = UrlFilter::new(UrlFilterConfig { on_error: OnError::Fail, ..Default::default() });
+    let mut f = UrlFilter::new(UrlFilterConfig {
+        on_error: OnError::Fail,
+        ..Default::default()
+    });
     assert!(f.add_file(&cut).unwrap_err().to_string().contains("cut.xz"));
 }

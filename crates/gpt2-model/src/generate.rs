@@ -81,6 +81,17 @@ impl Gpt2 {
     /// Generates up to `config.max_new_tokens` tokens after `prompt` and returns only the new
     /// ones. Runs without autodiff (on `self.valid()`), batch size 1.
     pub fn generate(&self, prompt: &[u32], config: &GenerateConfig) -> Result<Vec<u32>> {
+        self.generate_streaming(prompt, config, |_| true)
+    }
+
+    /// [`Gpt2::generate`], handing each new token to `on_token` as soon as it is sampled (for
+    /// streaming output); `on_token` returning `false` stops early.
+    pub fn generate_streaming(
+        &self,
+        prompt: &[u32],
+        config: &GenerateConfig,
+        mut on_token: impl FnMut(u32) -> bool,
+    ) -> Result<Vec<u32>> {
         let vocab = self.config().vocab_size;
         let block = self.config().block_size;
         config.validate(prompt, vocab)?;
@@ -112,7 +123,7 @@ impl Gpt2 {
             out.push(next);
             context.push(next);
             pending = vec![next];
-            if config.stop_at_eot && next == EOT_TOKEN {
+            if !on_token(next) || (config.stop_at_eot && next == EOT_TOKEN) {
                 break;
             }
         }

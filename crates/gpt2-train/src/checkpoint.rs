@@ -54,7 +54,11 @@ pub fn step_dir(run_dir: &Path, step: u64) -> PathBuf {
 /// Write a checkpoint. `write_tensors(dir)` writes the model and optimizer files into `dir`.
 /// Test hook: `GPT2_FAULT_CHECKPOINT_DELAY_MS` sleeps between the tensors and the marker, so a
 /// test can SIGKILL the process in the middle of a checkpoint write.
-pub fn save(run_dir: &Path, state: &TrainState, write_tensors: impl FnOnce(&Path) -> Result<()>) -> Result<PathBuf> {
+pub fn save(
+    run_dir: &Path,
+    state: &TrainState,
+    write_tensors: impl FnOnce(&Path) -> Result<()>,
+) -> Result<PathBuf> {
     let final_dir = step_dir(run_dir, state.step);
     let tmp = final_dir.with_extension("tmp");
     if tmp.exists() {
@@ -64,11 +68,16 @@ pub fn save(run_dir: &Path, state: &TrainState, write_tensors: impl FnOnce(&Path
     write_tensors(&tmp)?;
     let json = serde_json::to_vec_pretty(state).expect("state serialises");
     fs::write(tmp.join(STATE), json).at(tmp.join(STATE))?;
-    if let Some(ms) = std::env::var("GPT2_FAULT_CHECKPOINT_DELAY_MS").ok().and_then(|v| v.parse().ok()) {
+    if let Some(ms) = std::env::var("GPT2_FAULT_CHECKPOINT_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
         std::thread::sleep(std::time::Duration::from_millis(ms));
     }
     for e in fs::read_dir(&tmp).at(&tmp)?.flatten() {
-        fs::File::open(e.path()).and_then(|f| f.sync_all()).at(e.path())?;
+        fs::File::open(e.path())
+            .and_then(|f| f.sync_all())
+            .at(e.path())?;
     }
     if final_dir.exists() {
         // A previous attempt at this step (e.g. before a crash) — replace it.
@@ -92,10 +101,15 @@ pub fn list(run_dir: &Path) -> Result<(Vec<(u64, PathBuf)>, Vec<PathBuf>)> {
     let dir = checkpoints_dir(run_dir);
     let mut done = Vec::new();
     let mut broken = Vec::new();
-    let Ok(entries) = fs::read_dir(&dir) else { return Ok((done, broken)) };
+    let Ok(entries) = fs::read_dir(&dir) else {
+        return Ok((done, broken));
+    };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(step) = name.strip_prefix("step_").and_then(|s| s.parse::<u64>().ok()) else {
+        let Some(step) = name
+            .strip_prefix("step_")
+            .and_then(|s| s.parse::<u64>().ok())
+        else {
             if name.starts_with("step_") {
                 broken.push(e.path());
             }
@@ -114,9 +128,16 @@ pub fn list(run_dir: &Path) -> Result<(Vec<(u64, PathBuf)>, Vec<PathBuf>)> {
 
 /// Read a checkpoint's state, checking the marker.
 pub fn load_state(dir: &Path) -> Result<TrainState> {
-    let bad = |message: String| TrainError::Checkpoint { path: dir.to_path_buf(), message, hint: "resume from another checkpoint (--resume PATH) or start over".into() };
+    let bad = |message: String| TrainError::Checkpoint {
+        path: dir.to_path_buf(),
+        message,
+        hint: "resume from another checkpoint (--resume PATH) or start over".into(),
+    };
     if !dir.join(DONE).exists() {
-        return Err(bad("incomplete checkpoint (no DONE marker): it was being written when the run stopped".into()));
+        return Err(bad(
+            "incomplete checkpoint (no DONE marker): it was being written when the run stopped"
+                .into(),
+        ));
     }
     let text = fs::read_to_string(dir.join(STATE)).map_err(|e| bad(format!("{STATE}: {e}")))?;
     serde_json::from_str(&text).map_err(|e| bad(format!("{STATE}: {e}")))
@@ -161,12 +182,21 @@ mod tests {
         fs::create_dir_all(step_dir(r, 60)).unwrap(); // no DONE: a crash mid-write
         fs::create_dir_all(step_dir(r, 70).with_extension("tmp")).unwrap();
         let (done, broken) = list(r).unwrap();
-        assert_eq!(done.iter().map(|d| d.0).collect::<Vec<_>>(), vec![10, 20, 30, 40, 50]);
+        assert_eq!(
+            done.iter().map(|d| d.0).collect::<Vec<_>>(),
+            vec![10, 20, 30, 40, 50]
+        );
         assert_eq!(broken.len(), 2);
         prune(r, 2, 20).unwrap();
         let (done, _) = list(r).unwrap();
-        assert_eq!(done.iter().map(|d| d.0).collect::<Vec<_>>(), vec![20, 40, 50]);
+        assert_eq!(
+            done.iter().map(|d| d.0).collect::<Vec<_>>(),
+            vec![20, 40, 50]
+        );
         assert!(!step_dir(r, 70).with_extension("tmp").exists());
-        assert!(load_state(&step_dir(r, 60)).unwrap_err().to_string().contains("incomplete"));
+        assert!(load_state(&step_dir(r, 60))
+            .unwrap_err()
+            .to_string()
+            .contains("incomplete"));
     }
 }

@@ -118,7 +118,10 @@ fn flex() -> String {
 
 impl Default for DeviceConfig {
     fn default() -> Self {
-        Self { kind: flex(), ids: vec![] }
+        Self {
+            kind: flex(),
+            ids: vec![],
+        }
     }
 }
 
@@ -160,7 +163,10 @@ pub struct LossScaleConfig {
 
 impl Default for LossScaleConfig {
     fn default() -> Self {
-        Self { init: 65536.0, growth_interval: 2000 }
+        Self {
+            init: 65536.0,
+            growth_interval: 2000,
+        }
     }
 }
 
@@ -229,9 +235,14 @@ pub struct TrainPlan {
 impl TrainConfig {
     /// Read YAML and apply `key.path=value` overrides (values parsed as YAML scalars).
     pub fn from_yaml_file(path: &Path, overrides: &[String]) -> Result<Self> {
-        let bad = |problems: Vec<String>| TrainError::Config { path: path.to_path_buf(), problems };
-        let text = std::fs::read_to_string(path).map_err(|e| bad(vec![format!("cannot read: {e}")]))?;
-        let mut value: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| bad(vec![e.to_string()]))?;
+        let bad = |problems: Vec<String>| TrainError::Config {
+            path: path.to_path_buf(),
+            problems,
+        };
+        let text =
+            std::fs::read_to_string(path).map_err(|e| bad(vec![format!("cannot read: {e}")]))?;
+        let mut value: serde_yaml::Value =
+            serde_yaml::from_str(&text).map_err(|e| bad(vec![e.to_string()]))?;
         let mut problems = Vec::new();
         for o in overrides {
             if let Err(e) = apply_override(&mut value, o) {
@@ -265,11 +276,17 @@ impl TrainConfig {
         };
         let b = &self.batch;
         if b.micro_batch == 0 || b.seq_len == 0 {
-            p.push(format!("batch.micro_batch ({}) and batch.seq_len ({}) must be positive", b.micro_batch, b.seq_len));
+            p.push(format!(
+                "batch.micro_batch ({}) and batch.seq_len ({}) must be positive",
+                b.micro_batch, b.seq_len
+            ));
         }
         if let Some(m) = &model {
             if b.seq_len > m.block_size {
-                p.push(format!("batch.seq_len {} exceeds the model's context {}", b.seq_len, m.block_size));
+                p.push(format!(
+                    "batch.seq_len {} exceeds the model's context {}",
+                    b.seq_len, m.block_size
+                ));
             }
         }
         let world_size = self.device.ids.len().max(1);
@@ -277,7 +294,10 @@ impl TrainConfig {
             p.push(format!("device.ids lists {world_size} devices; multi-device data parallel is not implemented yet (use one id)"));
         }
         let per_micro = b.micro_batch * b.seq_len * world_size;
-        let grad_accum_steps = if per_micro > 0 && b.total_batch_tokens % per_micro == 0 && b.total_batch_tokens > 0 {
+        let grad_accum_steps = if per_micro > 0
+            && b.total_batch_tokens % per_micro == 0
+            && b.total_batch_tokens > 0
+        {
             b.total_batch_tokens / per_micro
         } else {
             p.push(format!(
@@ -288,13 +308,22 @@ impl TrainConfig {
         };
         let o = &self.optimizer;
         if !(o.lr > 0.0) || o.min_lr < 0.0 || o.min_lr > o.lr {
-            p.push(format!("optimizer: need lr > 0 and 0 ≤ min_lr ≤ lr (lr {}, min_lr {})", o.lr, o.min_lr));
+            p.push(format!(
+                "optimizer: need lr > 0 and 0 ≤ min_lr ≤ lr (lr {}, min_lr {})",
+                o.lr, o.min_lr
+            ));
         }
         if !(0.0..1.0).contains(&o.beta1) || !(0.0..1.0).contains(&o.beta2) {
-            p.push(format!("optimizer.beta1 {} and beta2 {} must be in [0, 1)", o.beta1, o.beta2));
+            p.push(format!(
+                "optimizer.beta1 {} and beta2 {} must be in [0, 1)",
+                o.beta1, o.beta2
+            ));
         }
         if !(o.eps > 0.0) || o.weight_decay < 0.0 || o.grad_clip < 0.0 {
-            p.push(format!("optimizer: eps {} must be > 0, weight_decay {} and grad_clip {} ≥ 0", o.eps, o.weight_decay, o.grad_clip));
+            p.push(format!(
+                "optimizer: eps {} must be > 0, weight_decay {} and grad_clip {} ≥ 0",
+                o.eps, o.weight_decay, o.grad_clip
+            ));
         }
         let tokens_per_step = b.total_batch_tokens as u64;
         let max_steps = match (o.max_steps, o.max_tokens) {
@@ -310,7 +339,10 @@ impl TrainConfig {
             }
         };
         if o.warmup_steps > max_steps {
-            p.push(format!("optimizer.warmup_steps {} exceeds the run's {max_steps} steps", o.warmup_steps));
+            p.push(format!(
+                "optimizer.warmup_steps {} exceeds the run's {max_steps} steps",
+                o.warmup_steps
+            ));
         }
         if self.checkpoint.interval == 0 {
             p.push("checkpoint.interval must be positive".into());
@@ -319,7 +351,10 @@ impl TrainConfig {
             p.push("checkpoint.keep_last must be at least 1 (resume needs a checkpoint)".into());
         }
         if !(self.loss_scale.init >= 1.0) || self.loss_scale.growth_interval == 0 {
-            p.push(format!("loss_scale: init {} must be ≥ 1 and growth_interval {} positive", self.loss_scale.init, self.loss_scale.growth_interval));
+            p.push(format!(
+                "loss_scale: init {} must be ≥ 1 and growth_interval {} positive",
+                self.loss_scale.init, self.loss_scale.growth_interval
+            ));
         }
         if self.log_interval == 0 {
             p.push("log_interval must be positive".into());
@@ -336,10 +371,16 @@ impl TrainConfig {
             other => p.push(format!("device.kind `{other}` must be `flex` or `cuda`")),
         }
         if !self.data.shards.join(gpt2_data::prepare::MANIFEST).exists() {
-            p.push(format!("data.shards: {} holds no manifest.json (run `gpt2 prepare` first)", self.data.shards.display()));
+            p.push(format!(
+                "data.shards: {} holds no manifest.json (run `gpt2 prepare` first)",
+                self.data.shards.display()
+            ));
         }
         let Some(mut model) = model.filter(|_| p.is_empty()) else {
-            return Err(TrainError::Config { path: origin.to_path_buf(), problems: p });
+            return Err(TrainError::Config {
+                path: origin.to_path_buf(),
+                problems: p,
+            });
         };
         model.compute_dtype = match self.precision {
             Precision::F32 => ComputeDtype::F32,
@@ -369,41 +410,104 @@ impl TrainPlan {
     pub fn rows(&self) -> Vec<(String, String)> {
         let c = &self.config;
         vec![
-            ("model".into(), format!("{} layers, {} heads, {} wide, context {} ({:.2}M params)", self.model.n_layer, self.model.n_head, self.model.n_embd, self.model.block_size, self.num_params as f64 / 1e6)),
+            (
+                "model".into(),
+                format!(
+                    "{} layers, {} heads, {} wide, context {} ({:.2}M params)",
+                    self.model.n_layer,
+                    self.model.n_head,
+                    self.model.n_embd,
+                    self.model.block_size,
+                    self.num_params as f64 / 1e6
+                ),
+            ),
             ("data".into(), c.data.shards.display().to_string()),
-            ("batch".into(), format!("{} × {} tokens × {} accumulation × {} device(s) = {} tokens/step", c.batch.micro_batch, c.batch.seq_len, self.grad_accum_steps, self.world_size, self.tokens_per_step)),
-            ("steps".into(), format!("{} ({} tokens)", self.max_steps, self.total_tokens)),
-            ("lr".into(), format!("{} → {} (warmup {}, cosine)", c.optimizer.lr, c.optimizer.min_lr, c.optimizer.warmup_steps)),
-            ("AdamW".into(), format!("β ({}, {}), eps {}, weight decay {} (2-D only), clip {}", c.optimizer.beta1, c.optimizer.beta2, c.optimizer.eps, c.optimizer.weight_decay, c.optimizer.grad_clip)),
-            ("precision".into(), format!("{:?} on {}", c.precision, c.device.kind)),
-            ("FLOPs".into(), format!("{:.3e}/token, {:.3e}/step, {:.3e} total", self.flops_per_token as f64, self.flops_per_step as f64, self.total_flops)),
+            (
+                "batch".into(),
+                format!(
+                    "{} × {} tokens × {} accumulation × {} device(s) = {} tokens/step",
+                    c.batch.micro_batch,
+                    c.batch.seq_len,
+                    self.grad_accum_steps,
+                    self.world_size,
+                    self.tokens_per_step
+                ),
+            ),
+            (
+                "steps".into(),
+                format!("{} ({} tokens)", self.max_steps, self.total_tokens),
+            ),
+            (
+                "lr".into(),
+                format!(
+                    "{} → {} (warmup {}, cosine)",
+                    c.optimizer.lr, c.optimizer.min_lr, c.optimizer.warmup_steps
+                ),
+            ),
+            (
+                "AdamW".into(),
+                format!(
+                    "β ({}, {}), eps {}, weight decay {} (2-D only), clip {}",
+                    c.optimizer.beta1,
+                    c.optimizer.beta2,
+                    c.optimizer.eps,
+                    c.optimizer.weight_decay,
+                    c.optimizer.grad_clip
+                ),
+            ),
+            (
+                "precision".into(),
+                format!("{:?} on {}", c.precision, c.device.kind),
+            ),
+            (
+                "FLOPs".into(),
+                format!(
+                    "{:.3e}/token, {:.3e}/step, {:.3e} total",
+                    self.flops_per_token as f64, self.flops_per_step as f64, self.total_flops
+                ),
+            ),
             ("run dir".into(), c.run_dir.display().to_string()),
-            ("commit".into(), self.git_commit.clone().unwrap_or_else(|| "unknown".into())),
+            (
+                "commit".into(),
+                self.git_commit.clone().unwrap_or_else(|| "unknown".into()),
+            ),
         ]
     }
 }
 
 /// Set `a.b.c` in a YAML mapping to `value` (parsed as YAML, so numbers stay numbers).
 fn apply_override(root: &mut serde_yaml::Value, kv: &str) -> std::result::Result<(), String> {
-    let (key, raw) = kv.split_once('=').ok_or_else(|| format!("--set {kv}: expected key=value"))?;
-    let value: serde_yaml::Value = serde_yaml::from_str(raw).map_err(|e| format!("--set {kv}: {e}"))?;
+    let (key, raw) = kv
+        .split_once('=')
+        .ok_or_else(|| format!("--set {kv}: expected key=value"))?;
+    let value: serde_yaml::Value =
+        serde_yaml::from_str(raw).map_err(|e| format!("--set {kv}: {e}"))?;
     let mut node = root;
     let parts: Vec<&str> = key.split('.').collect();
     for (i, part) in parts.iter().enumerate() {
-        let map = node.as_mapping_mut().ok_or_else(|| format!("--set {kv}: `{}` is not a mapping", parts[..i].join(".")))?;
+        let map = node
+            .as_mapping_mut()
+            .ok_or_else(|| format!("--set {kv}: `{}` is not a mapping", parts[..i].join(".")))?;
         let k = serde_yaml::Value::String(part.to_string());
         if i + 1 == parts.len() {
             map.insert(k, value);
             return Ok(());
         }
-        node = map.entry(k).or_insert_with(|| serde_yaml::Value::Mapping(Default::default()));
+        node = map
+            .entry(k)
+            .or_insert_with(|| serde_yaml::Value::Mapping(Default::default()));
     }
     Ok(())
 }
 
 fn git_commit() -> Option<String> {
-    let out = std::process::Command::new("git").args(["rev-parse", "--short", "HEAD"]).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    let out = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 #[cfg(test)]
@@ -423,10 +527,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.yaml");
         std::fs::write(&p, yaml("sed: 3\n")).unwrap();
-        let e = TrainConfig::from_yaml_file(&p, &[]).unwrap_err().to_string();
+        let e = TrainConfig::from_yaml_file(&p, &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown field `sed`"), "{e}");
         std::fs::write(&p, yaml("")).unwrap();
-        let c = TrainConfig::from_yaml_file(&p, &["optimizer.lr=0.5".into(), "seed=7".into(), "batch.micro_batch=4".into()]).unwrap();
+        let c = TrainConfig::from_yaml_file(
+            &p,
+            &[
+                "optimizer.lr=0.5".into(),
+                "seed=7".into(),
+                "batch.micro_batch=4".into(),
+            ],
+        )
+        .unwrap();
         assert_eq!((c.optimizer.lr, c.seed, c.batch.micro_batch), (0.5, 7, 4));
         assert_eq!(c.optimizer.beta2, 0.95);
     }
@@ -442,7 +556,13 @@ mod tests {
         c.optimizer.warmup_steps = 50;
         c.optimizer.beta2 = 1.5;
         let e = c.plan(&p).unwrap_err().to_string();
-        for needle in ["total_batch_tokens 100", "seq_len 4096", "warmup_steps 50", "beta2 1.5", "manifest.json"] {
+        for needle in [
+            "total_batch_tokens 100",
+            "seq_len 4096",
+            "warmup_steps 50",
+            "beta2 1.5",
+            "manifest.json",
+        ] {
             assert!(e.contains(needle), "missing {needle}: {e}");
         }
     }

@@ -6,7 +6,10 @@ use std::path::PathBuf;
 pub enum TrainError {
     /// A YAML run config that does not parse or validate; lists every problem.
     #[error("{path}: invalid training configuration:\n  - {}", problems.join("\n  - "))]
-    Config { path: PathBuf, problems: Vec<String> },
+    Config {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
 
     #[error(transparent)]
     Data(#[from] gpt2_data::DataError),
@@ -23,11 +26,19 @@ pub enum TrainError {
 
     /// A checkpoint that cannot be used.
     #[error("{path}: {message}\nHINT: {hint}")]
-    Checkpoint { path: PathBuf, message: String, hint: String },
+    Checkpoint {
+        path: PathBuf,
+        message: String,
+        hint: String,
+    },
 
     /// Loss or gradient norm became NaN/Inf under `nan_policy: stop`.
     #[error("step {step}: {what} is {value}; stopping (nan_policy: stop). The last checkpoint is intact.\nHINT: lower the learning rate, check the data, or set `nan_policy: skip` to skip such updates")]
-    NonFinite { step: u64, what: &'static str, value: f64 },
+    NonFinite {
+        step: u64,
+        what: &'static str,
+        value: f64,
+    },
 }
 
 pub type Result<T, E = TrainError> = std::result::Result<T, E>;
@@ -38,6 +49,9 @@ pub(crate) trait IoContext<T> {
 
 impl<T> IoContext<T> for std::io::Result<T> {
     fn at(self, path: impl Into<PathBuf>) -> Result<T> {
-        self.map_err(|source| TrainError::Io { path: path.into(), source })
+        self.map_err(|source| TrainError::Io {
+            path: path.into(),
+            source,
+        })
     }
 }

@@ -3,11 +3,14 @@
 //! global-norm clipping, gradient accumulation) with checkpoints that resume bit-exactly on CPU.
 //!
 //! Files in reading order: [`config`] (YAML → plan) → [`schedule`] → [`optim`] (AdamW, clipping)
-//! → [`checkpoint`] → [`metrics`] → [`train`] (the loop).
+//! → [`checkpoint`] → [`metrics`] → [`train`] (the loop) → [`eval`] (held-out NLL, perplexity,
+//! bits per byte) → [`infer`] (device and checkpoint resolution for eval, sample, export).
 
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod eval;
+pub mod infer;
 pub mod metrics;
 pub mod optim;
 pub mod schedule;
@@ -15,4 +18,5 @@ pub mod train;
 
 pub use config::{TrainConfig, TrainPlan};
 pub use error::{Result, TrainError};
+pub use eval::{evaluate_shards, EvalOptions, EvalReport, ShardEval};
 pub use train::{train, Resume, Summary, TrainOptions};

@@ -43,9 +43,21 @@ pub struct AdamW {
 
 impl AdamW {
     /// One update of `model` with `grads` scaled by `grad_scale` (the clipping factor).
-    pub fn step(&mut self, model: Gpt2, grads: &mut GradientsParams, p: AdamWParams, grad_scale: f64) -> Gpt2 {
+    pub fn step(
+        &mut self,
+        model: Gpt2,
+        grads: &mut GradientsParams,
+        p: AdamWParams,
+        grad_scale: f64,
+    ) -> Gpt2 {
         self.t += 1;
-        let mut mapper = StepMapper { opt: self, grads, p, grad_scale, path: Vec::new() };
+        let mut mapper = StepMapper {
+            opt: self,
+            grads,
+            p,
+            grad_scale,
+            path: Vec::new(),
+        };
         model.map(&mut mapper)
     }
 
@@ -64,36 +76,60 @@ impl AdamW {
         for (name, (m, v)) in &self.moments {
             for (suffix, t) in [("exp_avg", m), ("exp_avg_sq", v)] {
                 let data = t.clone().into_data();
-                let values: Vec<f32> = data.try_to_vec().map_err(|e| ckpt_err(path, format!("reading {name}: {e:?}")))?;
+                let values: Vec<f32> = data
+                    .try_to_vec()
+                    .map_err(|e| ckpt_err(path, format!("reading {name}: {e:?}")))?;
                 let bytes: Vec<u8> = values.iter().flat_map(|x| x.to_le_bytes()).collect();
                 bufs.push((format!("{name}.{suffix}"), vec![values.len()], bytes));
             }
         }
         let views: Vec<(String, TensorView<'_>)> = bufs
             .iter()
-            .map(|(k, shape, b)| (k.clone(), TensorView::new(Dtype::F32, shape.clone(), b).expect("length matches shape")))
+            .map(|(k, shape, b)| {
+                (
+                    k.clone(),
+                    TensorView::new(Dtype::F32, shape.clone(), b).expect("length matches shape"),
+                )
+            })
             .collect();
         let mut meta = std::collections::HashMap::new();
         meta.insert("t".to_string(), self.t.to_string());
-        let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| ckpt_err(path, e.to_string()))?;
+        let bytes =
+            safetensors::serialize(views, Some(meta)).map_err(|e| ckpt_err(path, e.to_string()))?;
         std::fs::write(path, bytes).at(path)
     }
 
     /// Read what [`AdamW::save`] wrote, placing tensors on `device`.
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
         let bytes = std::fs::read(path).at(path)?;
-        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| ckpt_err(path, e.to_string()))?;
-        let t = meta.metadata().as_ref().and_then(|m| m.get("t")).and_then(|t| t.parse().ok()).ok_or_else(|| ckpt_err(path, "no step count `t` in the metadata".into()))?;
-        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| ckpt_err(path, e.to_string()))?;
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+            .map_err(|e| ckpt_err(path, e.to_string()))?;
+        let t = meta
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get("t"))
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(|| ckpt_err(path, "no step count `t` in the metadata".into()))?;
+        let st = safetensors::SafeTensors::deserialize(&bytes)
+            .map_err(|e| ckpt_err(path, e.to_string()))?;
         let mut halves: BTreeMap<String, (Option<Tensor<1>>, Option<Tensor<1>>)> = BTreeMap::new();
         for (key, view) in st.tensors() {
             if view.dtype() != Dtype::F32 {
-                return Err(ckpt_err(path, format!("{key}: dtype {:?}, expected F32", view.dtype())));
+                return Err(ckpt_err(
+                    path,
+                    format!("{key}: dtype {:?}, expected F32", view.dtype()),
+                ));
             }
-            let values: Vec<f32> = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            let values: Vec<f32> = view
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
             let n = values.len();
             let tensor = Tensor::<1>::from_data(TensorData::new(values, [n]), device);
-            let (name, which) = key.rsplit_once('.').ok_or_else(|| ckpt_err(path, format!("unexpected key {key}")))?;
+            let (name, which) = key
+                .rsplit_once('.')
+                .ok_or_else(|| ckpt_err(path, format!("unexpected key {key}")))?;
             let entry = halves.entry(name.to_string()).or_default();
             match which {
                 "exp_avg" => entry.0 = Some(tensor),
@@ -105,7 +141,12 @@ impl AdamW {
         for (name, (m, v)) in halves {
             match (m, v) {
                 (Some(m), Some(v)) => moments.insert(name, (m, v)),
-                _ => return Err(ckpt_err(path, format!("{name}: exp_avg or exp_avg_sq missing"))),
+                _ => {
+                    return Err(ckpt_err(
+                        path,
+                        format!("{name}: exp_avg or exp_avg_sq missing"),
+                    ))
+                }
             };
         }
         Ok(Self { t, moments })
@@ -114,16 +155,31 @@ impl AdamW {
     /// Check that every parameter of `model` has state (after a load).
     pub fn check_covers(&self, model: &Gpt2, path: &Path) -> Result<()> {
         let names = param_names(model);
-        let missing: Vec<&String> = names.iter().filter(|n| !self.moments.contains_key(*n)).collect();
+        let missing: Vec<&String> = names
+            .iter()
+            .filter(|n| !self.moments.contains_key(*n))
+            .collect();
         if self.t > 0 && !missing.is_empty() {
-            return Err(ckpt_err(path, format!("optimizer state missing for {} parameters (first: {})", missing.len(), missing[0])));
+            return Err(ckpt_err(
+                path,
+                format!(
+                    "optimizer state missing for {} parameters (first: {})",
+                    missing.len(),
+                    missing[0]
+                ),
+            ));
         }
         Ok(())
     }
 }
 
 fn ckpt_err(path: &Path, message: String) -> TrainError {
-    TrainError::Checkpoint { path: path.to_path_buf(), message, hint: "the checkpoint is damaged; resume from an earlier one (--resume PATH) or delete it".into() }
+    TrainError::Checkpoint {
+        path: path.to_path_buf(),
+        message,
+        hint: "the checkpoint is damaged; resume from an earlier one (--resume PATH) or delete it"
+            .into(),
+    }
 }
 
 struct StepMapper<'a> {
@@ -156,14 +212,27 @@ impl ModuleMapper for StepMapper<'_> {
         let x = tensor.inner().reshape([numel]); // (n,) no graph
         let g = grad.reshape([numel]).mul_scalar(self.grad_scale);
         let device = x.device();
-        let (m, v) = self.opt.moments.remove(&name).unwrap_or_else(|| (Tensor::zeros([numel], &device), Tensor::zeros([numel], &device)));
-        let m = m.mul_scalar(p.beta1).add(g.clone().mul_scalar(1.0 - p.beta1));
-        let v = v.mul_scalar(p.beta2).add(g.clone().mul(g).mul_scalar(1.0 - p.beta2));
+        let (m, v) = self.opt.moments.remove(&name).unwrap_or_else(|| {
+            (
+                Tensor::zeros([numel], &device),
+                Tensor::zeros([numel], &device),
+            )
+        });
+        let m = m
+            .mul_scalar(p.beta1)
+            .add(g.clone().mul_scalar(1.0 - p.beta1));
+        let v = v
+            .mul_scalar(p.beta2)
+            .add(g.clone().mul(g).mul_scalar(1.0 - p.beta2));
         let t = self.opt.t as i32;
         let bc1 = 1.0 - p.beta1.powi(t);
         let bc2 = 1.0 - p.beta2.powi(t);
         // Weight decay on ≥2-D parameters only (weights and embeddings; not biases/LayerNorm).
-        let decayed = if D >= 2 && p.weight_decay > 0.0 { x.clone().sub(x.mul_scalar(p.lr * p.weight_decay)) } else { x };
+        let decayed = if D >= 2 && p.weight_decay > 0.0 {
+            x.clone().sub(x.mul_scalar(p.lr * p.weight_decay))
+        } else {
+            x
+        };
         let denom = v.clone().div_scalar(bc2).sqrt().add_scalar(p.eps);
         let update = m.clone().div_scalar(bc1).div(denom).mul_scalar(p.lr);
         let new = decayed.sub(update);
@@ -195,7 +264,8 @@ pub fn global_grad_norm(model: &Gpt2, grads: &GradientsParams) -> f64 {
     }
     let mut v = Norm { grads, sum: None };
     model.visit(&mut v);
-    v.sum.map_or(0.0, |s| (s.into_scalar::<f32>() as f64).sqrt())
+    v.sum
+        .map_or(0.0, |s| (s.into_scalar::<f32>() as f64).sqrt())
 }
 
 /// Module paths of every float parameter, in visit order.
@@ -215,7 +285,10 @@ pub fn param_names(model: &Gpt2) -> Vec<String> {
             self.out.push(self.path.join("."));
         }
     }
-    let mut n = Names { path: Vec::new(), out: Vec::new() };
+    let mut n = Names {
+        path: Vec::new(),
+        out: Vec::new(),
+    };
     model.visit(&mut n);
     n.out
 }

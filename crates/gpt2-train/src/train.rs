@@ -66,13 +66,20 @@ pub const PEAK_FLOPS_H200_BF16: f64 = 788e12;
 fn devices(plan: &TrainPlan) -> Result<Device> {
     match plan.config.device.kind.as_str() {
         #[cfg(feature = "cuda")]
-        "cuda" => Ok(Device::cuda(plan.config.device.ids.first().copied().unwrap_or(0))),
+        "cuda" => Ok(Device::cuda(
+            plan.config.device.ids.first().copied().unwrap_or(0),
+        )),
         _ => Ok(Device::flex()),
     }
 }
 
 /// Tokens `[B, T+1]` from the loader → (inputs, targets) `[B, T]`.
-fn batch_tensors(tokens: &[u32], b: usize, t: usize, device: &Device) -> (Tensor<2, Int>, Tensor<2, Int>) {
+fn batch_tensors(
+    tokens: &[u32],
+    b: usize,
+    t: usize,
+    device: &Device,
+) -> (Tensor<2, Int>, Tensor<2, Int>) {
     let row = t + 1;
     let mut x = Vec::with_capacity(b * t);
     let mut y = Vec::with_capacity(b * t);
@@ -80,14 +87,20 @@ fn batch_tensors(tokens: &[u32], b: usize, t: usize, device: &Device) -> (Tensor
         x.extend(r[..t].iter().map(|&v| v as i64));
         y.extend(r[1..].iter().map(|&v| v as i64));
     }
-    (Tensor::from_data(TensorData::new(x, [b, t]), device), Tensor::from_data(TensorData::new(y, [b, t]), device))
+    (
+        Tensor::from_data(TensorData::new(x, [b, t]), device),
+        Tensor::from_data(TensorData::new(y, [b, t]), device),
+    )
 }
 
 /// Mean validation loss over `tokens` tokens of the held-out split, without autodiff.
 pub fn evaluate(model: &Gpt2, loader: &mut TokenLoader, b: usize, t: usize, tokens: u64) -> f64 {
     let model = model.valid();
     let device = model.device();
-    loader.set_state(gpt2_data::LoaderState { epoch: 0, cursor: 0 });
+    loader.set_state(gpt2_data::LoaderState {
+        epoch: 0,
+        cursor: 0,
+    });
     let n = (tokens / (b * t) as u64).clamp(1, loader.steps_per_epoch().max(1));
     let mut sum = 0.0;
     for _ in 0..n {
@@ -123,7 +136,10 @@ pub fn train(plan: TrainPlan, opts: &TrainOptions) -> Result<Summary> {
         Resume::Auto => {
             let (done, broken) = checkpoint::list(&run_dir)?;
             for b in &broken {
-                eprintln!("warning: skipping incomplete or damaged checkpoint {}", b.display());
+                eprintln!(
+                    "warning: skipping incomplete or damaged checkpoint {}",
+                    b.display()
+                );
             }
             done.last().map(|d| d.1.clone())
         }
@@ -137,13 +153,41 @@ pub fn train(plan: TrainPlan, opts: &TrainOptions) -> Result<Summary> {
             let model = gpt2_model::load_hf_with_config(dir, Some(plan.model.clone()), &device)?;
             let opt = AdamW::load(&dir.join(checkpoint::OPTIMIZER), &inner)?;
             opt.check_covers(&model, dir)?;
-            say(format!("resuming from {} (step {}, {} tokens seen)", dir.display(), state.step, state.tokens_seen));
-            (model, opt, TrainState { plan: plan.clone(), ..state })
+            say(format!(
+                "resuming from {} (step {}, {} tokens seen)",
+                dir.display(),
+                state.step,
+                state.tokens_seen
+            ));
+            (
+                model,
+                opt,
+                TrainState {
+                    plan: plan.clone(),
+                    ..state
+                },
+            )
         }
         None => {
             let model = Gpt2::new(&plan.model, &device, cfg.seed)?;
-            let loss_scale = if cfg.precision == Precision::F16 { cfg.loss_scale.init } else { 1.0 };
-            let state = TrainState { step: 0, tokens_seen: 0, loader: gpt2_data::LoaderState { epoch: 0, cursor: 0 }, skipped_updates: 0, loss_scale, good_steps: 0, overflow_steps: 0, plan: plan.clone() };
+            let loss_scale = if cfg.precision == Precision::F16 {
+                cfg.loss_scale.init
+            } else {
+                1.0
+            };
+            let state = TrainState {
+                step: 0,
+                tokens_seen: 0,
+                loader: gpt2_data::LoaderState {
+                    epoch: 0,
+                    cursor: 0,
+                },
+                skipped_updates: 0,
+                loss_scale,
+                good_steps: 0,
+                overflow_steps: 0,
+                plan: plan.clone(),
+            };
             (model, AdamW::default(), state)
         }
     };
@@ -151,9 +195,19 @@ pub fn train(plan: TrainPlan, opts: &TrainOptions) -> Result<Summary> {
     // --- Data. -------------------------------------------------------------------------------
     let (b, t) = (cfg.batch.micro_batch, cfg.batch.seq_len);
     let shuffle = cfg.data.shuffle.then_some(cfg.seed);
-    let mut train_loader = TokenLoader::from_manifest(&cfg.data.shards, "train", b, t, 0, 1, shuffle, cfg.data.verify)?;
+    let mut train_loader = TokenLoader::from_manifest(
+        &cfg.data.shards,
+        "train",
+        b,
+        t,
+        0,
+        1,
+        shuffle,
+        cfg.data.verify,
+    )?;
     train_loader.set_state(state.loader);
-    let mut val_loader = TokenLoader::from_manifest(&cfg.data.shards, "val", b, t, 0, 1, None, cfg.data.verify).ok();
+    let mut val_loader =
+        TokenLoader::from_manifest(&cfg.data.shards, "val", b, t, 0, 1, None, cfg.data.verify).ok();
     if val_loader.is_none() {
         eprintln!("warning: no usable `val` split in the shards; validation loss is skipped");
     }
@@ -165,7 +219,14 @@ pub fn train(plan: TrainPlan, opts: &TrainOptions) -> Result<Summary> {
     }
     let bar = progress_bar(&plan, state.step, opts.quiet);
     let o = &cfg.optimizer;
-    let mut summary = Summary { step: state.step, last_train_loss: f64::NAN, last_val_loss: None, last_checkpoint: None, interrupted: false, skipped_updates: state.skipped_updates };
+    let mut summary = Summary {
+        step: state.step,
+        last_train_loss: f64::NAN,
+        last_val_loss: None,
+        last_checkpoint: None,
+        interrupted: false,
+        skipped_updates: state.skipped_updates,
+    };
     let peak = (cfg.device.kind == "cuda").then_some(PEAK_FLOPS_H200_BF16);
 
     // --- Steps. ------------------------------------------------------------------------------
@@ -199,7 +260,11 @@ pub fn train(plan: TrainPlan, opts: &TrainOptions) -> Result<Summary> {
             state.loss_scale = (state.loss_scale * 0.5).max(1.0);
             state.good_steps = 0;
             state.overflow_steps += 1;
-            eprintln!("warning: step {}: f16 gradient overflow; update skipped, loss scale now {}", step + 1, state.loss_scale);
+            eprintln!(
+                "warning: step {}: f16 gradient overflow; update skipped, loss scale now {}",
+                step + 1,
+                state.loss_scale
+            );
         } else if finite {
             // Unscale and clip in one factor.
             let scale = clip_scale(norm, o.grad_clip) / ls;
@@ -209,13 +274,27 @@ pub fn train(plan: TrainPlan, opts: &TrainOptions) -> Result<Summary> {
                     state.loss_scale *= 2.0;
                 }
             }
-            let p = AdamWParams { lr, beta1: o.beta1, beta2: o.beta2, eps: o.eps, weight_decay: o.weight_decay };
+            let p = AdamWParams {
+                lr,
+                beta1: o.beta1,
+                beta2: o.beta2,
+                eps: o.eps,
+                weight_decay: o.weight_decay,
+            };
             model = opt.step(model, &mut grads, p, scale);
         } else {
             match cfg.nan_policy {
                 NanPolicy::Stop => {
-                    let (what, value) = if loss.is_finite() { ("gradient norm", norm) } else { ("loss", loss) };
-                    return Err(TrainError::NonFinite { step: step + 1, what, value });
+                    let (what, value) = if loss.is_finite() {
+                        ("gradient norm", norm)
+                    } else {
+                        ("loss", loss)
+                    };
+                    return Err(TrainError::NonFinite {
+                        step: step + 1,
+                        what,
+                        value,
+                    });
                 }
                 NanPolicy::Skip => {
                     state.skipped_updates += 1;
@@ -232,7 +311,17 @@ pub fn train(plan: TrainPlan, opts: &TrainOptions) -> Result<Summary> {
         let mfu = peak.map(|p| plan.flops_per_step as f64 / secs / p);
         let last = state.step == plan.max_steps;
         if state.step % cfg.log_interval == 0 || state.step == 1 || last {
-            log.append(&Record { step: state.step, kind: "train".into(), loss, lr: Some(lr), grad_norm: Some(norm), ms_per_step: Some(secs * 1e3), tokens_per_sec: Some(tok_s), mfu, tokens_seen: state.tokens_seen })?;
+            log.append(&Record {
+                step: state.step,
+                kind: "train".into(),
+                loss,
+                lr: Some(lr),
+                grad_norm: Some(norm),
+                ms_per_step: Some(secs * 1e3),
+                tokens_per_sec: Some(tok_s),
+                mfu,
+                tokens_seen: state.tokens_seen,
+            })?;
             let line = format!(
                 "step {:>6}/{} | loss {loss:.4} | lr {lr:.3e} | grad norm {norm:.3} | {:.0} ms | {:.0} tok/s | MFU {}",
                 state.step,
@@ -255,7 +344,17 @@ pub fn train(plan: TrainPlan, opts: &TrainOptions) -> Result<Summary> {
             if let Some(vl) = val_loader.as_mut() {
                 let v = evaluate(&model, vl, b, t, cfg.eval.tokens);
                 summary.last_val_loss = Some(v);
-                log.append(&Record { step: state.step, kind: "val".into(), loss: v, lr: None, grad_norm: None, ms_per_step: None, tokens_per_sec: None, mfu: None, tokens_seen: state.tokens_seen })?;
+                log.append(&Record {
+                    step: state.step,
+                    kind: "val".into(),
+                    loss: v,
+                    lr: None,
+                    grad_norm: None,
+                    ms_per_step: None,
+                    tokens_per_sec: None,
+                    mfu: None,
+                    tokens_seen: state.tokens_seen,
+                })?;
                 say(format!("step {:>6} | val loss {v:.4}", state.step));
             }
             metrics::plot(&metrics::read(log.path())?, &run_dir.join("loss.svg"))?;
@@ -266,7 +365,11 @@ pub fn train(plan: TrainPlan, opts: &TrainOptions) -> Result<Summary> {
                 gpt2_model::save_hf(&model, d)?;
                 opt.save(&d.join(checkpoint::OPTIMIZER))
             })?;
-            checkpoint::prune(&run_dir, cfg.checkpoint.keep_last, cfg.checkpoint.keep_every)?;
+            checkpoint::prune(
+                &run_dir,
+                cfg.checkpoint.keep_last,
+                cfg.checkpoint.keep_every,
+            )?;
             summary.last_checkpoint = Some(dir);
         }
         if interrupted {
@@ -302,7 +405,11 @@ fn progress_bar(plan: &TrainPlan, start: u64, quiet: bool) -> Option<indicatif::
         return None;
     }
     let bar = indicatif::ProgressBar::new(plan.max_steps);
-    bar.set_style(indicatif::ProgressStyle::with_template("[{bar:30}] {pos}/{len} {msg} ETA {eta}").expect("static template").progress_chars("=> "));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("[{bar:30}] {pos}/{len} {msg} ETA {eta}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
     bar.set_position(start);
     Some(bar)
 }

@@ -18,15 +18,30 @@ fn shards() -> PathBuf {
     static ONCE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     ONCE.get_or_init(|| {
         use std::io::BufRead;
-        let dir = std::env::temp_dir().join(format!("gpt2-train-test-shards-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("gpt2-train-test-shards-{}", std::process::id()));
         let input = dir.join("docs.jsonl");
         std::fs::create_dir_all(&dir).unwrap();
-        let r = gpt2_data::io::open_reader(&root().join("data/sample/sotu.jsonl.gz"), None).unwrap();
+        let r =
+            gpt2_data::io::open_reader(&root().join("data/sample/sotu.jsonl.gz"), None).unwrap();
         let lines: Vec<String> = r.lines().take(30).map(|l| l.unwrap()).collect();
         std::fs::write(&input, lines.join("\n")).unwrap();
-        let cfg = gpt2_data::PrepareConfig { name: "t".into(), inputs: vec![input], out_dir: dir.join("shards"), min_val_tokens: 4096, ..Default::default() };
+        let cfg = gpt2_data::PrepareConfig {
+            name: "t".into(),
+            inputs: vec![input],
+            out_dir: dir.join("shards"),
+            min_val_tokens: 4096,
+            ..Default::default()
+        };
         let plan = cfg.validate(Path::new("test")).unwrap();
-        gpt2_data::run_prepare(&plan, &gpt2_data::RunOptions { quiet: true, ..Default::default() }).unwrap();
+        gpt2_data::run_prepare(
+            &plan,
+            &gpt2_data::RunOptions {
+                quiet: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         dir.join("shards")
     })
     .clone()
@@ -50,11 +65,22 @@ fn config(run_dir: &Path, extra: &[&str]) -> TrainConfig {
 
 fn run(cfg: TrainConfig, resume: Resume) -> gpt2_train::Result<gpt2_train::Summary> {
     let plan = cfg.plan(Path::new("test")).unwrap();
-    train(plan, &TrainOptions { resume, quiet: true })
+    train(
+        plan,
+        &TrainOptions {
+            resume,
+            quiet: true,
+        },
+    )
 }
 
 fn train_losses(run_dir: &Path) -> Vec<(u64, f64)> {
-    metrics::read(&run_dir.join("metrics.jsonl")).unwrap().into_iter().filter(|r| r.kind == "train").map(|r| (r.step, r.loss)).collect()
+    metrics::read(&run_dir.join("metrics.jsonl"))
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.kind == "train")
+        .map(|r| (r.step, r.loss))
+        .collect()
 }
 
 #[test]
@@ -66,7 +92,9 @@ fn resume_from_a_checkpoint_is_bit_identical() {
     let la = train_losses(&a);
     assert_eq!(la.len(), 6);
     assert!(la[5].1 < la[0].1, "loss falls: {la:?}");
-    assert!(s.last_val_loss.is_some() && a.join("loss.svg").exists() && a.join("plan.json").exists());
+    assert!(
+        s.last_val_loss.is_some() && a.join("loss.svg").exists() && a.join("plan.json").exists()
+    );
 
     // A second run directory that holds only A's step-3 checkpoint, resumed to the end.
     let b = dir.path().join("b");
@@ -79,17 +107,33 @@ fn resume_from_a_checkpoint_is_bit_identical() {
     let s = run(config(&b, &[]), Resume::Auto).unwrap();
     assert_eq!(s.step, 6);
     let lb = train_losses(&b);
-    assert_eq!(lb, la[3..].to_vec(), "losses of steps 4..6 are bit-identical");
-    let weights = |r: &Path| std::fs::read(gpt2_train::checkpoint::step_dir(r, 6).join("model.safetensors")).unwrap();
-    assert!(weights(&a) == weights(&b), "final weights are bit-identical");
-    let opt = |r: &Path| std::fs::read(gpt2_train::checkpoint::step_dir(r, 6).join("optimizer.safetensors")).unwrap();
+    assert_eq!(
+        lb,
+        la[3..].to_vec(),
+        "losses of steps 4..6 are bit-identical"
+    );
+    let weights = |r: &Path| {
+        std::fs::read(gpt2_train::checkpoint::step_dir(r, 6).join("model.safetensors")).unwrap()
+    };
+    assert!(
+        weights(&a) == weights(&b),
+        "final weights are bit-identical"
+    );
+    let opt = |r: &Path| {
+        std::fs::read(gpt2_train::checkpoint::step_dir(r, 6).join("optimizer.safetensors")).unwrap()
+    };
     assert!(opt(&a) == opt(&b), "optimizer state is bit-identical");
 }
 
 #[test]
 fn accumulation_matches_one_big_micro_batch() {
     let dir = tempfile::tempdir().unwrap();
-    let common = ["optimizer.max_steps=1", "optimizer.warmup_steps=1", "data.shuffle=false", "eval.interval=0"];
+    let common = [
+        "optimizer.max_steps=1",
+        "optimizer.warmup_steps=1",
+        "data.shuffle=false",
+        "eval.interval=0",
+    ];
     let a = dir.path().join("accum");
     let b = dir.path().join("big");
     let mut ea: Vec<&str> = common.to_vec();
@@ -100,7 +144,12 @@ fn accumulation_matches_one_big_micro_batch() {
     run(config(&b, &eb), Resume::No).unwrap();
     let ra = &metrics::read(&a.join("metrics.jsonl")).unwrap()[0];
     let rb = &metrics::read(&b.join("metrics.jsonl")).unwrap()[0];
-    assert!((ra.loss - rb.loss).abs() < 1e-5, "{} vs {}", ra.loss, rb.loss);
+    assert!(
+        (ra.loss - rb.loss).abs() < 1e-5,
+        "{} vs {}",
+        ra.loss,
+        rb.loss
+    );
     let (na, nb) = (ra.grad_norm.unwrap(), rb.grad_norm.unwrap());
     assert!((na - nb).abs() / nb < 1e-4, "grad norms {na} vs {nb}");
 }
@@ -108,15 +157,34 @@ fn accumulation_matches_one_big_micro_batch() {
 #[test]
 fn global_norm_equals_a_hand_computation() {
     let device = Device::flex().autodiff();
-    let model = gpt2_model::Gpt2::new(&gpt2_model::Gpt2Config::preset("tiny").unwrap(), &device, 3).unwrap();
-    let x = Tensor::<2, Int>::from_data(TensorData::new((0..64i64).map(|i| i * 37 % 50257).collect::<Vec<_>>(), [2, 32]), &device);
-    let y = Tensor::<2, Int>::from_data(TensorData::new((0..64i64).map(|i| i * 91 % 50257).collect::<Vec<_>>(), [2, 32]), &device);
+    let model = gpt2_model::Gpt2::new(&gpt2_model::Gpt2Config::preset("tiny").unwrap(), &device, 3)
+        .unwrap();
+    let x = Tensor::<2, Int>::from_data(
+        TensorData::new(
+            (0..64i64).map(|i| i * 37 % 50257).collect::<Vec<_>>(),
+            [2, 32],
+        ),
+        &device,
+    );
+    let y = Tensor::<2, Int>::from_data(
+        TensorData::new(
+            (0..64i64).map(|i| i * 91 % 50257).collect::<Vec<_>>(),
+            [2, 32],
+        ),
+        &device,
+    );
     let (_, loss) = model.forward_loss(x, y);
     let grads = GradientsParams::from_grads(loss.backward(), &model);
     struct Hand<'a>(&'a GradientsParams, f64, usize);
     impl ModuleVisitor for Hand<'_> {
         fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-            let g: Vec<f32> = self.0.get::<D>(p.id).unwrap().into_data().try_to_vec().unwrap();
+            let g: Vec<f32> = self
+                .0
+                .get::<D>(p.id)
+                .unwrap()
+                .into_data()
+                .try_to_vec()
+                .unwrap();
             self.1 += g.iter().map(|v| (*v as f64) * (*v as f64)).sum::<f64>();
             self.2 += 1;
         }
@@ -125,7 +193,11 @@ fn global_norm_equals_a_hand_computation() {
     model.visit(&mut hand);
     assert_eq!(hand.2, 2 + 2 * 12 + 2, "every parameter has a gradient");
     let norm = gpt2_train::optim::global_grad_norm(&model, &grads);
-    assert!((norm - hand.1.sqrt()).abs() / norm < 1e-5, "{norm} vs {}", hand.1.sqrt());
+    assert!(
+        (norm - hand.1.sqrt()).abs() / norm < 1e-5,
+        "{norm} vs {}",
+        hand.1.sqrt()
+    );
     // Clipping scales the whole gradient so its global norm is the threshold.
     let s = gpt2_train::train::clip_scale(norm, norm / 4.0);
     assert!((s * norm - norm / 4.0).abs() < 1e-6 * norm);
@@ -137,8 +209,14 @@ fn global_norm_equals_a_hand_computation() {
 fn nan_policy_stop_names_the_step_and_skip_counts() {
     let dir = tempfile::tempdir().unwrap();
     // An absurd learning rate overflows the weights after the first update.
-    let boom = ["optimizer.lr=1.0e30", "optimizer.min_lr=1.0e29", "eval.interval=0"];
-    let e = run(config(&dir.path().join("stop"), &boom), Resume::No).unwrap_err().to_string();
+    let boom = [
+        "optimizer.lr=1.0e30",
+        "optimizer.min_lr=1.0e29",
+        "eval.interval=0",
+    ];
+    let e = run(config(&dir.path().join("stop"), &boom), Resume::No)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("step 2") && e.contains("nan_policy"), "{e}");
     let mut skip = boom.to_vec();
     skip.push("nan_policy=skip");
@@ -155,14 +233,25 @@ fn f16_loss_scaling_trains_and_backs_off_on_overflow() {
     let f16 = ["precision=f16", "eval.interval=0"];
     let s = run(config(&dir.path().join("f16"), &f16), Resume::No).unwrap();
     let l = train_losses(&dir.path().join("f16"));
-    assert!(l.iter().all(|x| x.1.is_finite()) && l[5].1 < l[0].1, "{l:?}");
+    assert!(
+        l.iter().all(|x| x.1.is_finite()) && l[5].1 < l[0].1,
+        "{l:?}"
+    );
     assert_eq!(s.step, 6);
     // A scale so large that the f16 gradients overflow: every update is skipped and the scale
     // halves each time; the losses stay finite (they are computed before scaling).
     let mut huge = f16.to_vec();
-    huge.extend(["loss_scale.init=1.0e30", "optimizer.max_steps=3", "optimizer.warmup_steps=1"]);
+    huge.extend([
+        "loss_scale.init=1.0e30",
+        "optimizer.max_steps=3",
+        "optimizer.warmup_steps=1",
+    ]);
     run(config(&dir.path().join("huge"), &huge), Resume::No).unwrap();
-    let state = gpt2_train::checkpoint::load_state(&gpt2_train::checkpoint::step_dir(&dir.path().join("huge"), 3)).unwrap();
+    let state = gpt2_train::checkpoint::load_state(&gpt2_train::checkpoint::step_dir(
+        &dir.path().join("huge"),
+        3,
+    ))
+    .unwrap();
     assert_eq!(state.overflow_steps, 3);
     assert_eq!(state.loss_scale, 1.0e30 / 8.0);
 }

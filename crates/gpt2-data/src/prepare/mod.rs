@@ -25,7 +25,6 @@ use crate::dedup::MinHashParams;
 use crate::error::{DataError, IoContext, Result};
 use crate::shard::ShardInfo;
 
-
 /// Counters for the manifest and the end-of-run table. Every document read ends in exactly one
 /// of the drop reasons or `kept`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,12 +58,37 @@ pub struct Counts {
 impl Counts {
     pub fn add(&mut self, o: &Counts) {
         macro_rules! sum { ($($f:ident),*) => { $(self.$f += o.$f;)* } }
-        sum!(input_files, input_errors, documents, raw_bytes, malformed, invalid_utf8, html_no_content, blocked_url, empty, too_short, exact_duplicate, near_duplicate, kept, utf8_repaired, html_extracted, nfc_changed, controls_removed);
+        sum!(
+            input_files,
+            input_errors,
+            documents,
+            raw_bytes,
+            malformed,
+            invalid_utf8,
+            html_no_content,
+            blocked_url,
+            empty,
+            too_short,
+            exact_duplicate,
+            near_duplicate,
+            kept,
+            utf8_repaired,
+            html_extracted,
+            nfc_changed,
+            controls_removed
+        );
     }
 
     /// Documents dropped for any reason.
     pub fn dropped(&self) -> u64 {
-        self.malformed + self.invalid_utf8 + self.html_no_content + self.blocked_url + self.empty + self.too_short + self.exact_duplicate + self.near_duplicate
+        self.malformed
+            + self.invalid_utf8
+            + self.html_no_content
+            + self.blocked_url
+            + self.empty
+            + self.too_short
+            + self.exact_duplicate
+            + self.near_duplicate
     }
 
     /// (name, value) rows for printing.
@@ -141,7 +165,11 @@ impl Manifest {
 
     /// Shards of one split, with full paths.
     pub fn shard_paths(&self, dir: &Path, split: &str) -> Vec<PathBuf> {
-        self.shards.iter().filter(|s| s.split == split).map(|s| dir.join(&s.file)).collect()
+        self.shards
+            .iter()
+            .filter(|s| s.split == split)
+            .map(|s| dir.join(&s.file))
+            .collect()
     }
 }
 
@@ -170,20 +198,30 @@ pub fn run_prepare(plan: &PreparePlan, opts: &RunOptions) -> Result<Manifest> {
     let fingerprint = stage1::run_fingerprint(plan)?;
     let manifest_path = cfg.out_dir.join(MANIFEST);
     if let Ok(m) = Manifest::load(&manifest_path) {
-        if m.fingerprint == fingerprint && m.shards.iter().all(|s| cfg.out_dir.join(&s.file).exists()) {
+        if m.fingerprint == fingerprint
+            && m.shards.iter().all(|s| cfg.out_dir.join(&s.file).exists())
+        {
             if !opts.quiet {
-                eprintln!("{}: up to date (same config and inputs); nothing to do", manifest_path.display());
+                eprintln!(
+                    "{}: up to date (same config and inputs); nothing to do",
+                    manifest_path.display()
+                );
             }
             return Ok(m);
         }
     }
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(cfg.threads).build().map_err(|e| DataError::Loader(format!("thread pool: {e}")))?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(cfg.threads)
+        .build()
+        .map_err(|e| DataError::Loader(format!("thread pool: {e}")))?;
     let t1 = std::time::Instant::now();
     let parts = pool.install(|| stage1::run(plan, opts))?;
     let stage1_secs = t1.elapsed().as_secs_f64();
     let Some(parts) = parts else {
         // Stopped early on request (tests): leave the work directory as a crash would.
-        return Err(DataError::Loader("stopped after the requested number of inputs".into()));
+        return Err(DataError::Loader(
+            "stopped after the requested number of inputs".into(),
+        ));
     };
     let t2 = std::time::Instant::now();
     let manifest = stage2::run(plan, &parts, fingerprint)?;

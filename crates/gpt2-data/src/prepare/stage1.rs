@@ -14,7 +14,7 @@ use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 use super::{minhash_params, work_dir, Counts, RunOptions};
 use crate::clean::{clean, dedup_key};
-use crate::config::{PreparePlan, PrepareConfig, Utf8Policy};
+use crate::config::{PrepareConfig, PreparePlan, Utf8Policy};
 use crate::dedup::{exact_hash, MinHasher};
 use crate::error::{DataError, IoContext, Result};
 use crate::io::{write_atomic, AtomicFile};
@@ -48,7 +48,11 @@ pub struct PartDone {
 /// Paths of part `i`'s files.
 pub(super) fn part_paths(out_dir: &Path, i: usize) -> (PathBuf, PathBuf, PathBuf) {
     let w = work_dir(out_dir);
-    (w.join(format!("part-{i:05}.tokens")), w.join(format!("part-{i:05}.docs")), w.join(format!("part-{i:05}.json")))
+    (
+        w.join(format!("part-{i:05}.tokens")),
+        w.join(format!("part-{i:05}.docs")),
+        w.join(format!("part-{i:05}.json")),
+    )
 }
 
 /// Hash of the settings that change stage 1's output.
@@ -64,7 +68,11 @@ fn settings_fingerprint(cfg: &PrepareConfig) -> String {
 
 fn input_identity(path: &Path) -> Result<(u64, u128)> {
     let md = std::fs::metadata(path).at(path)?;
-    let mtime = md.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
+    let mtime = md
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
     Ok((md.len(), mtime))
 }
 
@@ -83,7 +91,14 @@ pub(super) fn run_fingerprint(plan: &PreparePlan) -> Result<String> {
 
 /// A document's result in stage 1.
 enum Outcome {
-    Kept { tokens: Vec<u8>, text_bytes: u64, exact: u128, split: u64, bands: Vec<u64>, meta: Option<String> },
+    Kept {
+        tokens: Vec<u8>,
+        text_bytes: u64,
+        exact: u128,
+        split: u64,
+        bands: Vec<u64>,
+        meta: Option<String>,
+    },
     Dropped(fn(&mut Counts)),
 }
 
@@ -101,7 +116,10 @@ struct Ctx<'a> {
 
 fn process(rec: Record, ctx: &Ctx) -> Processed {
     let mut changes = Counts::default();
-    let drop = |f: fn(&mut Counts), changes: Counts| Processed { outcome: Outcome::Dropped(f), changes };
+    let drop = |f: fn(&mut Counts), changes: Counts| Processed {
+        outcome: Outcome::Dropped(f),
+        changes,
+    };
     let cfg = ctx.cfg;
     // Blocked URLs first: no point extracting or tokenising a Wikipedia page.
     if let Some(parts) = rec.url.as_deref().and_then(urlcheck::parse) {
@@ -148,7 +166,11 @@ fn process(rec: Record, ctx: &Ctx) -> Processed {
         tokens.extend_from_slice(&(id as u16).to_le_bytes());
     }
     let key = dedup_key(&text);
-    let bands = if cfg.dedup.near { ctx.hasher.band_keys(&text) } else { Vec::new() };
+    let bands = if cfg.dedup.near {
+        ctx.hasher.band_keys(&text)
+    } else {
+        Vec::new()
+    };
     Processed {
         outcome: Outcome::Kept {
             tokens,
@@ -167,8 +189,15 @@ pub(super) fn run(plan: &PreparePlan, opts: &RunOptions) -> Result<Option<Vec<Pa
     let cfg = &plan.config;
     crate::io::create_dir_all(&work_dir(&cfg.out_dir))?;
     let settings = settings_fingerprint(cfg);
-    let ctx = Ctx { cfg, hasher: MinHasher::new(minhash_params(cfg)) };
-    let total: u64 = plan.inputs.iter().map(|(p, _)| input_identity(p).map_or(0, |i| i.0)).sum();
+    let ctx = Ctx {
+        cfg,
+        hasher: MinHasher::new(minhash_params(cfg)),
+    };
+    let total: u64 = plan
+        .inputs
+        .iter()
+        .map(|(p, _)| input_identity(p).map_or(0, |i| i.0))
+        .sum();
     let mut progress = Progress::new("prepare", total, opts.quiet);
     let mut snap = Snapshot::default();
     let mut done = Vec::with_capacity(plan.inputs.len());
@@ -179,7 +208,11 @@ pub(super) fn run(plan: &PreparePlan, opts: &RunOptions) -> Result<Option<Vec<Pa
         let (len, mtime) = input_identity(path)?;
         let (tok_p, docs_p, json_p) = part_paths(&cfg.out_dir, i);
         if let Some(prev) = load_done(&json_p, &tok_p) {
-            if prev.input == path.display().to_string() && prev.input_bytes == len && prev.input_mtime_ns == mtime && prev.settings == settings {
+            if prev.input == path.display().to_string()
+                && prev.input_bytes == len
+                && prev.input_mtime_ns == mtime
+                && prev.settings == settings
+            {
                 snap.input_bytes += len;
                 snap.kept += prev.documents;
                 snap.tokens += prev.tokens;
@@ -187,9 +220,29 @@ pub(super) fn run(plan: &PreparePlan, opts: &RunOptions) -> Result<Option<Vec<Pa
                 continue;
             }
         }
-        let counts = process_input(path, *format, &ctx, &tok_p, &docs_p, &mut progress, &mut snap)?;
-        let part = PartDone { index: i, input: path.display().to_string(), input_bytes: len, input_mtime_ns: mtime, settings: settings.clone(), documents: counts.kept, tokens: file_tokens(&tok_p)?, counts };
-        write_atomic(&json_p, &serde_json::to_vec_pretty(&part).expect("serialises"))?;
+        let counts = process_input(
+            path,
+            *format,
+            &ctx,
+            &tok_p,
+            &docs_p,
+            &mut progress,
+            &mut snap,
+        )?;
+        let part = PartDone {
+            index: i,
+            input: path.display().to_string(),
+            input_bytes: len,
+            input_mtime_ns: mtime,
+            settings: settings.clone(),
+            documents: counts.kept,
+            tokens: file_tokens(&tok_p)?,
+            counts,
+        };
+        write_atomic(
+            &json_p,
+            &serde_json::to_vec_pretty(&part).expect("serialises"),
+        )?;
         done.push(part);
     }
     progress.finish();
@@ -208,10 +261,21 @@ fn load_done(json: &Path, tokens: &Path) -> Option<PartDone> {
 
 /// Read one input in batches, process each batch in parallel while the next is read, and write
 /// the kept documents in order.
-fn process_input(path: &Path, format: Format, ctx: &Ctx, tok_p: &Path, docs_p: &Path, progress: &mut Progress, snap: &mut Snapshot) -> Result<Counts> {
+fn process_input(
+    path: &Path,
+    format: Format,
+    ctx: &Ctx,
+    tok_p: &Path,
+    docs_p: &Path,
+    progress: &mut Progress,
+    snap: &mut Snapshot,
+) -> Result<Counts> {
     let cfg = ctx.cfg;
     let mut counts = Counts::default();
-    let fields = Fields { text: cfg.text_field.clone(), html: cfg.html_field.clone() };
+    let fields = Fields {
+        text: cfg.text_field.clone(),
+        html: cfg.html_field.clone(),
+    };
     let mut reader = match DocReader::open(path, format, &fields) {
         Ok(r) => r,
         Err(e) if cfg.on_error == OnError::Skip => {
@@ -232,18 +296,45 @@ fn process_input(path: &Path, format: Format, ctx: &Ctx, tok_p: &Path, docs_p: &
         let records = std::mem::take(&mut batch.records);
         let stopped = batch.stopped;
         let (results, next) = rayon::join(
-            || records.into_par_iter().map(|r| process(r, ctx)).collect::<Vec<_>>(),
-            || if stopped { Ok(Batch::default()) } else { read_batch(&mut reader, cfg.on_error) },
+            || {
+                records
+                    .into_par_iter()
+                    .map(|r| process(r, ctx))
+                    .collect::<Vec<_>>()
+            },
+            || {
+                if stopped {
+                    Ok(Batch::default())
+                } else {
+                    read_batch(&mut reader, cfg.on_error)
+                }
+            },
         );
         for p in results {
             counts.add(&p.changes);
             match p.outcome {
                 Outcome::Dropped(f) => f(&mut counts),
-                Outcome::Kept { tokens, text_bytes, exact, split, bands, meta } => {
+                Outcome::Kept {
+                    tokens,
+                    text_bytes,
+                    exact,
+                    split,
+                    bands,
+                    meta,
+                } => {
                     counts.kept += 1;
                     snap.tokens += tokens.len() as u64 / 2;
                     tok_out.write_all(&tokens).at(tok_p)?;
-                    write_doc_record(&mut docs_out, docs_p, tokens.len() as u64 / 2, text_bytes, exact, split, &bands, meta.as_deref())?;
+                    write_doc_record(
+                        &mut docs_out,
+                        docs_p,
+                        tokens.len() as u64 / 2,
+                        text_bytes,
+                        exact,
+                        split,
+                        &bands,
+                        meta.as_deref(),
+                    )?;
                 }
             }
         }
@@ -251,7 +342,11 @@ fn process_input(path: &Path, format: Format, ctx: &Ctx, tok_p: &Path, docs_p: &
         batch = next?;
         counts.add(&batch.counts);
         snap.input_bytes = base_input + reader.consumed.load(Ordering::Relaxed);
-        progress.update(&Snapshot { kept: snap.kept + counts.kept, dropped: snap.dropped + counts.dropped(), ..*snap });
+        progress.update(&Snapshot {
+            kept: snap.kept + counts.kept,
+            dropped: snap.dropped + counts.dropped(),
+            ..*snap
+        });
     }
     snap.kept += counts.kept;
     snap.dropped += counts.dropped();
@@ -315,7 +410,16 @@ fn read_batch(reader: &mut DocReader, on_error: OnError) -> Result<Batch> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn write_doc_record(out: &mut AtomicFile, p: &Path, ntok: u64, text_bytes: u64, exact: u128, split: u64, bands: &[u64], meta: Option<&str>) -> Result<()> {
+fn write_doc_record(
+    out: &mut AtomicFile,
+    p: &Path,
+    ntok: u64,
+    text_bytes: u64,
+    exact: u128,
+    split: u64,
+    bands: &[u64],
+    meta: Option<&str>,
+) -> Result<()> {
     let mut rec = Vec::with_capacity(48 + 8 * bands.len() + meta.map_or(0, str::len));
     rec.extend_from_slice(&(ntok as u32).to_le_bytes());
     rec.extend_from_slice(&text_bytes.to_le_bytes());
@@ -349,7 +453,10 @@ pub(super) struct DocEntries {
 
 impl DocEntries {
     pub fn open(path: &Path) -> Result<Self> {
-        Ok(Self { path: path.to_path_buf(), r: BufReader::with_capacity(1 << 20, File::open(path).at(path)?) })
+        Ok(Self {
+            path: path.to_path_buf(),
+            r: BufReader::with_capacity(1 << 20, File::open(path).at(path)?),
+        })
     }
 
     pub fn next_entry(&mut self) -> Result<Option<DocEntry>> {
@@ -366,15 +473,29 @@ impl DocEntries {
         let nb = u16::from_le_bytes(head[36..38].try_into().expect("2")) as usize;
         let mut rest = vec![0u8; 8 * nb + 4];
         self.r.read_exact(&mut rest).at(&self.path)?;
-        let bands = rest[..8 * nb].chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8"))).collect();
+        let bands = rest[..8 * nb]
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().expect("8")))
+            .collect();
         let mlen = u32::from_le_bytes(rest[8 * nb..].try_into().expect("4")) as usize;
         let meta = if mlen > 0 {
             let mut m = vec![0u8; mlen];
             self.r.read_exact(&mut m).at(&self.path)?;
-            Some(String::from_utf8(m).map_err(|_| DataError::BadInput { path: self.path.clone(), message: "corrupt work file".into(), hint: "delete the .work directory and re-run".into() })?)
+            Some(String::from_utf8(m).map_err(|_| DataError::BadInput {
+                path: self.path.clone(),
+                message: "corrupt work file".into(),
+                hint: "delete the .work directory and re-run".into(),
+            })?)
         } else {
             None
         };
-        Ok(Some(DocEntry { ntok, text_bytes, exact, split, bands, meta }))
+        Ok(Some(DocEntry {
+            ntok,
+            text_bytes,
+            exact,
+            split,
+            bands,
+            meta,
+        }))
     }
 }

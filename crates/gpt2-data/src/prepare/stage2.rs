@@ -33,7 +33,11 @@ pub(super) fn run(plan: &PreparePlan, parts: &[PartDone], fingerprint: String) -
         let (_, docs_p, _) = part_paths(out, part.index);
         let mut entries = DocEntries::open(&docs_p)?;
         while let Some(e) = entries.next_entry()? {
-            let exact = if cfg.dedup.exact { e.exact } else { u128::from(keep.len() as u64) << 64 | 1 };
+            let exact = if cfg.dedup.exact {
+                e.exact
+            } else {
+                u128::from(keep.len() as u64) << 64 | 1
+            };
             let verdict = index.check_insert(exact, &e.bands);
             match verdict {
                 Verdict::Unique => kept_docs.push((e.split, e.ntok)),
@@ -64,17 +68,29 @@ pub(super) fn run(plan: &PreparePlan, parts: &[PartDone], fingerprint: String) -
             tokens.read_exact(&mut buf).at(&tok_p)?;
             if keep[doc_i] {
                 let val = val_cutoff.is_some_and(|c| e.split <= c);
-                writers.push(if val { "val" } else { "train" }, &buf, e.text_bytes, e.meta.as_deref())?;
+                writers.push(
+                    if val { "val" } else { "train" },
+                    &buf,
+                    e.text_bytes,
+                    e.meta.as_deref(),
+                )?;
             }
             doc_i += 1;
         }
-        inputs.push(InputInfo { path: part.input.clone(), bytes: part.input_bytes, documents: part.documents, tokens: part.tokens });
+        inputs.push(InputInfo {
+            path: part.input.clone(),
+            bytes: part.input_bytes,
+            documents: part.documents,
+            tokens: part.tokens,
+        });
     }
     let shards = writers.finish()?;
 
     let mut config = cfg.clone();
     config.threads = 0;
-    let sum = |split: &str, f: fn(&ShardInfo) -> u64| shards.iter().filter(|s| s.split == split).map(f).sum();
+    let sum = |split: &str, f: fn(&ShardInfo) -> u64| {
+        shards.iter().filter(|s| s.split == split).map(f).sum()
+    };
     let manifest = Manifest {
         format: MANIFEST_FORMAT.into(),
         version: 1,
@@ -143,10 +159,23 @@ struct Writers<'a> {
 
 impl<'a> Writers<'a> {
     fn new(out: &'a Path, name: &'a str, target: u64) -> Self {
-        Self { out, name, target, open: Vec::new(), next_idx: Default::default(), done: Vec::new() }
+        Self {
+            out,
+            name,
+            target,
+            open: Vec::new(),
+            next_idx: Default::default(),
+            done: Vec::new(),
+        }
     }
 
-    fn push(&mut self, split: &str, tokens: &[u8], text_bytes: u64, meta: Option<&str>) -> Result<()> {
+    fn push(
+        &mut self,
+        split: &str,
+        tokens: &[u8],
+        text_bytes: u64,
+        meta: Option<&str>,
+    ) -> Result<()> {
         let ntok = tokens.len() as u64 / 2;
         let pos = self.open.iter().position(|(s, _, _)| s == split);
         if let Some(p) = pos {
@@ -160,8 +189,11 @@ impl<'a> Writers<'a> {
             Some(p) => p,
             None => {
                 let idx = self.next_idx.entry(split.to_string()).or_insert(0);
-                let path = self.out.join(format!("{}_{split}_{:06}.bin", self.name, *idx));
-                self.open.push((split.to_string(), ShardWriter::create(&path, split)?, *idx));
+                let path = self
+                    .out
+                    .join(format!("{}_{split}_{:06}.bin", self.name, *idx));
+                self.open
+                    .push((split.to_string(), ShardWriter::create(&path, split)?, *idx));
                 *idx += 1;
                 self.open.len() - 1
             }
@@ -174,7 +206,8 @@ impl<'a> Writers<'a> {
         for (_, w, _) in self.open.drain(..) {
             self.done.push(w.finish()?);
         }
-        self.done.sort_by(|a, b| (a.split != "val", &a.file).cmp(&(b.split != "val", &b.file)));
+        self.done
+            .sort_by(|a, b| (a.split != "val", &a.file).cmp(&(b.split != "val", &b.file)));
         Ok(self.done)
     }
 }

@@ -14,7 +14,9 @@ use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Int64Array, ListBuilder, StringArray, StringBuilder, TimestampSecondArray};
+use arrow::array::{
+    ArrayRef, Int64Array, ListBuilder, StringArray, StringBuilder, TimestampSecondArray,
+};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
@@ -53,8 +55,14 @@ impl Default for UrlFilterConfig {
             min_karma: 3,
             mode: KarmaMode::Submission,
             min_url_chars: 10,
-            blocked_domains: url::DEFAULT_BLOCKED_DOMAINS.iter().map(|s| s.to_string()).collect(),
-            blocked_extensions: url::DEFAULT_BLOCKED_EXTENSIONS.iter().map(|s| s.to_string()).collect(),
+            blocked_domains: url::DEFAULT_BLOCKED_DOMAINS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            blocked_extensions: url::DEFAULT_BLOCKED_EXTENSIONS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
             on_error: OnError::Skip,
         }
     }
@@ -170,7 +178,12 @@ pub struct UrlFilter {
 
 impl UrlFilter {
     pub fn new(cfg: UrlFilterConfig) -> Self {
-        Self { cfg, counts: UrlCounts::default(), groups: HashMap::new(), skipped: Vec::new() }
+        Self {
+            cfg,
+            counts: UrlCounts::default(),
+            groups: HashMap::new(),
+            skipped: Vec::new(),
+        }
     }
 
     /// Stream one dump (any supported compression) through the filter.
@@ -199,18 +212,25 @@ impl UrlFilter {
             let trimmed = line.trim_ascii();
             self.counts.submissions += 1;
             // Only a JSON object is a submission (serde would also accept an array for a struct).
-            let parsed = serde_json::from_slice::<serde_json::Value>(trimmed).and_then(|v| match v {
-                serde_json::Value::Object(_) => serde_json::from_value::<Submission>(v),
-                _ => Err(serde::de::Error::custom("not a JSON object")),
-            });
+            let parsed =
+                serde_json::from_slice::<serde_json::Value>(trimmed).and_then(|v| match v {
+                    serde_json::Value::Object(_) => serde_json::from_value::<Submission>(v),
+                    _ => Err(serde::de::Error::custom("not a JSON object")),
+                });
             match parsed {
                 Ok(s) => self.add(s),
                 Err(e) => {
                     self.counts.malformed += 1;
-                    let err = DataError::BadRecord { path: path.to_path_buf(), line: lineno, message: format!("not a submission JSON object: {e}") };
+                    let err = DataError::BadRecord {
+                        path: path.to_path_buf(),
+                        line: lineno,
+                        message: format!("not a submission JSON object: {e}"),
+                    };
                     match self.cfg.on_error {
                         OnError::Fail => return Err(err),
-                        OnError::Skip => self.note_skip(format!("{}:{lineno}: {e}", path.display())),
+                        OnError::Skip => {
+                            self.note_skip(format!("{}:{lineno}: {e}", path.display()))
+                        }
                     }
                 }
             }
@@ -259,7 +279,11 @@ impl UrlFilter {
             }
         };
         c.passed += 1;
-        let score = s.score.as_i64().or_else(|| s.score.as_f64().map(|f| f as i64)).unwrap_or(0);
+        let score = s
+            .score
+            .as_i64()
+            .or_else(|| s.score.as_f64().map(|f| f as i64))
+            .unwrap_or(0);
         let created = created_utc(s.created_utc.as_ref());
         let g = self.groups.entry(key).or_insert_with(|| Group {
             url: raw.to_string(),
@@ -300,7 +324,14 @@ impl UrlFilter {
                 continue;
             }
             g.subreddits.sort();
-            rows.push(UrlRow { url: g.url, normalized_url: key, karma, num_submissions: g.n, subreddits: g.subreddits, first_seen: g.first_seen });
+            rows.push(UrlRow {
+                url: g.url,
+                normalized_url: key,
+                karma,
+                num_submissions: g.n,
+                subreddits: g.subreddits,
+                first_seen: g.first_seen,
+            });
         }
         c.kept = rows.len() as u64;
         (rows, self.counts, self.skipped)
@@ -310,15 +341,27 @@ impl UrlFilter {
 /// pushshift stores `created_utc` as an integer, a float, or a numeric string, depending on year.
 fn created_utc(v: Option<&serde_json::Value>) -> i64 {
     match v {
-        Some(serde_json::Value::Number(n)) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)).unwrap_or(i64::MAX),
-        Some(serde_json::Value::String(s)) => s.trim().parse::<f64>().map(|f| f as i64).unwrap_or(i64::MAX),
+        Some(serde_json::Value::Number(n)) => n
+            .as_i64()
+            .or_else(|| n.as_f64().map(|f| f as i64))
+            .unwrap_or(i64::MAX),
+        Some(serde_json::Value::String(s)) => s
+            .trim()
+            .parse::<f64>()
+            .map(|f| f as i64)
+            .unwrap_or(i64::MAX),
         _ => i64::MAX,
     }
 }
 
 /// Run the filter over `inputs` in order and write `out` (Parquet), `out` with `.counts.json`,
 /// and optionally a plain URL list for a scraper.
-pub fn run_urls(inputs: &[PathBuf], out: &Path, txt: Option<&Path>, cfg: UrlFilterConfig) -> Result<(UrlCounts, Vec<String>)> {
+pub fn run_urls(
+    inputs: &[PathBuf],
+    out: &Path,
+    txt: Option<&Path>,
+    cfg: UrlFilterConfig,
+) -> Result<(UrlCounts, Vec<String>)> {
     let mut filter = UrlFilter::new(cfg);
     for path in inputs {
         filter.add_file(path)?;
@@ -349,14 +392,25 @@ fn schema() -> Schema {
         Field::new("normalized_url", DataType::Utf8, false),
         Field::new("karma", DataType::Int64, false),
         Field::new("num_submissions", DataType::Int64, false),
-        Field::new("subreddits", DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))), false),
-        Field::new("first_seen", DataType::Timestamp(TimeUnit::Second, Some("UTC".into())), false),
+        Field::new(
+            "subreddits",
+            DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+            false,
+        ),
+        Field::new(
+            "first_seen",
+            DataType::Timestamp(TimeUnit::Second, Some("UTC".into())),
+            false,
+        ),
     ])
 }
 
 /// Write rows as one Parquet file (zstd-compressed), atomically.
 pub fn write_parquet(out: &Path, rows: &[UrlRow]) -> Result<()> {
-    let pq = |e: &dyn std::fmt::Display| DataError::Parquet { path: out.to_path_buf(), message: e.to_string() };
+    let pq = |e: &dyn std::fmt::Display| DataError::Parquet {
+        path: out.to_path_buf(),
+        message: e.to_string(),
+    };
     let schema = Arc::new(schema());
     let mut subs = ListBuilder::new(StringBuilder::new());
     for r in rows {
@@ -366,12 +420,21 @@ pub fn write_parquet(out: &Path, rows: &[UrlRow]) -> Result<()> {
         subs.append(true);
     }
     let cols: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.url.as_str()))),
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.normalized_url.as_str()))),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.url.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.normalized_url.as_str()),
+        )),
         Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.karma))),
-        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.num_submissions as i64))),
+        Arc::new(Int64Array::from_iter_values(
+            rows.iter().map(|r| r.num_submissions as i64),
+        )),
         Arc::new(subs.finish()),
-        Arc::new(TimestampSecondArray::from_iter_values(rows.iter().map(|r| r.first_seen)).with_timezone("UTC")),
+        Arc::new(
+            TimestampSecondArray::from_iter_values(rows.iter().map(|r| r.first_seen))
+                .with_timezone("UTC"),
+        ),
     ];
     let batch = RecordBatch::try_new(schema.clone(), cols).map_err(|e| pq(&e))?;
     let props = parquet::file::properties::WriterProperties::builder()
@@ -379,7 +442,8 @@ pub fn write_parquet(out: &Path, rows: &[UrlRow]) -> Result<()> {
         .build();
     let tmp = crate::io::tmp_path(out);
     let file = File::create(&tmp).at(&tmp)?;
-    let mut w = parquet::arrow::ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| pq(&e))?;
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| pq(&e))?;
     w.write(&batch).map_err(|e| pq(&e))?;
     let file = w.into_inner().map_err(|e| pq(&e))?;
     file.sync_all().at(&tmp)?;
@@ -392,16 +456,36 @@ pub fn write_parquet(out: &Path, rows: &[UrlRow]) -> Result<()> {
 pub fn read_parquet(path: &Path) -> Result<Vec<UrlRow>> {
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::{Int64Type, TimestampSecondType};
-    let pq = |e: &dyn std::fmt::Display| DataError::Parquet { path: path.to_path_buf(), message: e.to_string() };
+    let pq = |e: &dyn std::fmt::Display| DataError::Parquet {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
     let file = File::open(path).at(path)?;
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| pq(&e))?.build().map_err(|e| pq(&e))?;
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| pq(&e))?
+        .build()
+        .map_err(|e| pq(&e))?;
     let mut rows = Vec::new();
     for batch in reader {
         let b = batch.map_err(|e| pq(&e))?;
-        let col = |name: &str| b.column_by_name(name).cloned().ok_or_else(|| pq(&format!("missing column `{name}`")));
-        let (url, norm, karma, n, subs, first) = (col("url")?, col("normalized_url")?, col("karma")?, col("num_submissions")?, col("subreddits")?, col("first_seen")?);
+        let col = |name: &str| {
+            b.column_by_name(name)
+                .cloned()
+                .ok_or_else(|| pq(&format!("missing column `{name}`")))
+        };
+        let (url, norm, karma, n, subs, first) = (
+            col("url")?,
+            col("normalized_url")?,
+            col("karma")?,
+            col("num_submissions")?,
+            col("subreddits")?,
+            col("first_seen")?,
+        );
         let (url, norm) = (url.as_string::<i32>(), norm.as_string::<i32>());
-        let (karma, n) = (karma.as_primitive::<Int64Type>(), n.as_primitive::<Int64Type>());
+        let (karma, n) = (
+            karma.as_primitive::<Int64Type>(),
+            n.as_primitive::<Int64Type>(),
+        );
         let first = first.as_primitive::<TimestampSecondType>();
         let subs = subs.as_list::<i32>();
         for i in 0..b.num_rows() {

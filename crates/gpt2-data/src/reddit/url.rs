@@ -11,38 +11,67 @@
 /// A host is blocked when it equals one of these or ends with `.` + one of these.
 pub const DEFAULT_BLOCKED_DOMAINS: &[&str] = &[
     // Wikipedia and sister projects (every language subdomain matches by suffix).
-    "wikipedia.org", "wikimedia.org", "wikidata.org",
+    "wikipedia.org",
+    "wikimedia.org",
+    "wikidata.org",
     // Reddit itself: self posts, comments, its media hosts.
-    "reddit.com", "redd.it", "redditmedia.com", "reddituploads.com",
+    "reddit.com",
+    "redd.it",
+    "redditmedia.com",
+    "reddituploads.com",
     // Image hosts.
-    "imgur.com", "gfycat.com", "giphy.com", "flickr.com", "flic.kr", "imgflip.com", "gyazo.com",
-    "twimg.com", "instagram.com", "pinterest.com", "deviantart.com", "photobucket.com",
+    "imgur.com",
+    "gfycat.com",
+    "giphy.com",
+    "flickr.com",
+    "flic.kr",
+    "imgflip.com",
+    "gyazo.com",
+    "twimg.com",
+    "instagram.com",
+    "pinterest.com",
+    "deviantart.com",
+    "photobucket.com",
     "tinypic.com",
     // Video and audio hosts.
-    "youtube.com", "youtu.be", "vimeo.com", "dailymotion.com", "liveleak.com", "twitch.tv",
-    "streamable.com", "soundcloud.com", "bandcamp.com", "spotify.com",
+    "youtube.com",
+    "youtu.be",
+    "vimeo.com",
+    "dailymotion.com",
+    "liveleak.com",
+    "twitch.tv",
+    "streamable.com",
+    "soundcloud.com",
+    "bandcamp.com",
+    "spotify.com",
     // Social sites and other pages that are not scraper friendly.
-    "twitter.com", "x.com", "facebook.com", "fb.com", "tiktok.com", "linkedin.com", "google.com",
-    "github.com", "discord.gg", "ebay.com", "amazon.com", "pornhub.com",
+    "twitter.com",
+    "x.com",
+    "facebook.com",
+    "fb.com",
+    "tiktok.com",
+    "linkedin.com",
+    "google.com",
+    "github.com",
+    "discord.gg",
+    "ebay.com",
+    "amazon.com",
+    "pornhub.com",
 ];
 
 /// Path extensions of files that are not HTML documents.
 pub const DEFAULT_BLOCKED_EXTENSIONS: &[&str] = &[
     // images
     ".png", ".jpg", ".jpeg", ".gif", ".gifv", ".bmp", ".tif", ".tiff", ".webp", ".svg", ".ico",
-    ".psd", ".ai",
-    // video
+    ".psd", ".ai", // video
     ".mp4", ".m4v", ".webm", ".mkv", ".avi", ".mov", ".wmv", ".flv", ".mpg", ".mpeg", ".3gp",
-    ".ogv", ".qt", ".swf",
-    // audio
+    ".ogv", ".qt", ".swf", // audio
     ".mp3", ".wav", ".ogg", ".flac", ".m4a", ".aac", ".wma", ".mid", ".midi", ".aif", ".ram",
     // office documents and data
     ".pdf", ".doc", ".docx", ".ppt", ".pptx", ".pps", ".xls", ".xlsx", ".odt", ".csv", ".log",
-    ".dat", ".txt", ".xml", ".json", ".sql",
-    // binaries, packages, archives
-    ".iso", ".bin", ".exe", ".msi", ".apk", ".app", ".dmg", ".pkg", ".deb", ".rpm", ".jar",
-    ".zip", ".rar", ".7z", ".tar", ".gz", ".tgz", ".bz2", ".xz",
-    // web assets and code
+    ".dat", ".txt", ".xml", ".json", ".sql", // binaries, packages, archives
+    ".iso", ".bin", ".exe", ".msi", ".apk", ".app", ".dmg", ".pkg", ".deb", ".rpm", ".jar", ".zip",
+    ".rar", ".7z", ".tar", ".gz", ".tgz", ".bz2", ".xz", // web assets and code
     ".css", ".js", ".py", ".otf", ".ttf", ".woff", ".woff2", ".torrent",
 ];
 
@@ -82,7 +111,12 @@ pub fn parse(url: &str) -> Option<UrlParts<'_>> {
     // A port must be a number that fits in 16 bits; 80 and 443 are dropped whatever the scheme
     // (a page served on https's port through http is still the same page to a scraper).
     let port = match port.filter(|p| !p.is_empty()) {
-        Some(p) if !p.bytes().all(|b| b.is_ascii_digit()) || p.parse::<u32>().map_or(true, |n| n > 65535) => return None,
+        Some(p)
+            if !p.bytes().all(|b| b.is_ascii_digit())
+                || p.parse::<u32>().map_or(true, |n| n > 65535) =>
+        {
+            return None
+        }
         Some("80") | Some("443") => None,
         other => other,
     };
@@ -91,13 +125,21 @@ pub fn parse(url: &str) -> Option<UrlParts<'_>> {
     if host.is_empty() || host.chars().any(bad_char) {
         return None;
     }
-    Some(UrlParts { host, port, path, query })
+    Some(UrlParts {
+        host,
+        port,
+        path,
+        query,
+    })
 }
 
 /// True if `host` is one of `domains` or a subdomain of one.
 pub fn host_blocked(host: &str, domains: &[String]) -> bool {
     domains.iter().any(|d| {
-        host == d || (host.len() > d.len() && host.ends_with(d.as_str()) && host.as_bytes()[host.len() - d.len() - 1] == b'.')
+        host == d
+            || (host.len() > d.len()
+                && host.ends_with(d.as_str())
+                && host.as_bytes()[host.len() - d.len() - 1] == b'.')
     })
 }
 
@@ -134,7 +176,11 @@ fn normalize_escapes(path: &str) -> String {
     let mut out = String::with_capacity(path.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() && b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && b[i + 1].is_ascii_hexdigit()
+            && b[i + 2].is_ascii_hexdigit()
+        {
             let v = (hex_val(b[i + 1]) << 4) | hex_val(b[i + 2]);
             if v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~') {
                 out.push(v as char);
@@ -172,13 +218,20 @@ mod tests {
 
     #[test]
     fn normalises_the_documented_example() {
-        assert_eq!(norm("HTTP://www.CNN.com:80/a%7Eb/?x=1#frag"), "cnn.com/a~b?x=1");
+        assert_eq!(
+            norm("HTTP://www.CNN.com:80/a%7Eb/?x=1#frag"),
+            "cnn.com/a~b?x=1"
+        );
     }
 
     #[test]
     fn scheme_www_slash_and_fragment_do_not_split_documents() {
         let a = norm("http://www.example.com/story/");
-        for u in ["https://example.com/story", "http://example.com/story#comments", "https://WWW.Example.COM/story/"] {
+        for u in [
+            "https://example.com/story",
+            "http://example.com/story#comments",
+            "https://WWW.Example.COM/story/",
+        ] {
             assert_eq!(norm(u), a, "{u}");
         }
         assert_eq!(norm("http://example.com/"), "example.com");
@@ -187,7 +240,10 @@ mod tests {
 
     #[test]
     fn keeps_what_distinguishes_documents() {
-        assert_ne!(norm("http://example.com/a?id=1"), norm("http://example.com/a?id=2"));
+        assert_ne!(
+            norm("http://example.com/a?id=1"),
+            norm("http://example.com/a?id=2")
+        );
         assert_eq!(norm("http://example.com:8080/a"), "example.com:8080/a");
         assert_eq!(norm("https://example.com:443/a"), "example.com/a");
         assert_eq!(norm("http://example.com:443/a"), "example.com/a");
@@ -195,19 +251,31 @@ mod tests {
         assert!(parse("http://exa mple.com/a").is_none());
         assert_eq!(norm("http://user:pw@example.com/a"), "example.com/a");
         assert_eq!(norm("http://example.com/a%2fb"), "example.com/a%2Fb");
-        assert_eq!(norm("http://example.com/caf%C3%A9"), "example.com/caf%C3%A9");
+        assert_eq!(
+            norm("http://example.com/caf%C3%A9"),
+            "example.com/caf%C3%A9"
+        );
     }
 
     #[test]
     fn rejects_non_http() {
-        for u in ["ftp://example.com/x", "mailto:a@b.com", "example.com/x", "http:///path", "javascript:alert(1)"] {
+        for u in [
+            "ftp://example.com/x",
+            "mailto:a@b.com",
+            "example.com/x",
+            "http:///path",
+            "javascript:alert(1)",
+        ] {
             assert!(parse(u).is_none(), "{u}");
         }
     }
 
     #[test]
     fn domain_blocking_is_by_label_suffix() {
-        let d: Vec<String> = DEFAULT_BLOCKED_DOMAINS.iter().map(|s| s.to_string()).collect();
+        let d: Vec<String> = DEFAULT_BLOCKED_DOMAINS
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         assert!(host_blocked("en.wikipedia.org", &d));
         assert!(host_blocked("en.m.wikipedia.org", &d));
         assert!(host_blocked("wikipedia.org", &d));
@@ -218,7 +286,10 @@ mod tests {
 
     #[test]
     fn extension_blocking_ignores_case_and_query() {
-        let e: Vec<String> = DEFAULT_BLOCKED_EXTENSIONS.iter().map(|s| s.to_string()).collect();
+        let e: Vec<String> = DEFAULT_BLOCKED_EXTENSIONS
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let p = parse("http://a.com/pic.JPG?size=2").unwrap();
         assert!(extension_blocked(p.path, &e));
         let p = parse("http://a.com/story.html?x=.jpg").unwrap();
