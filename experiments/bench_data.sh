@@ -7,11 +7,11 @@
 #
 # Corpus: data/sample/sotu.jsonl.gz (every US State of the Union address, ~12 MB of prose),
 # repeated REPEAT times as separate inputs with a per-copy marker so nothing is deduplicated
-# away (default 2 → ~24 MB; set REPEAT=1 for a quick run).
+# away (default 4 → ~48 MB, enough for both threads to reach steady state; REPEAT=1 is quick).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-REPEAT="${REPEAT:-2}"
+REPEAT="${REPEAT:-4}"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 
