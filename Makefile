@@ -2,7 +2,7 @@
 SHELL := bash
 CARGO ?= cargo
 
-.PHONY: demo test bench bench-data bench-model fmt lint clean
+.PHONY: demo test check-cuda bench bench-data bench-model fmt lint clean
 
 ## The main job on the embedded default: CPU, the bundled sample corpus, the tiny-cpu model.
 demo:
@@ -14,6 +14,12 @@ test:
 	@mkdir -p target
 	@set -o pipefail; $(CARGO) test --workspace --no-fail-fast 2>&1 | tee target/test-output.log; \
 	status=$$?; bash scripts/test-summary.sh target/test-output.log; exit $$status
+
+## Type-check the CUDA path without a GPU or network. DOCS_RS=1 makes the LLVM bundler of
+## cubecl-llvm skip its download (a check does not link, so no LLVM is needed). Separate target
+## dir so the environment change does not invalidate the main build.
+check-cuda:
+	DOCS_RS=1 CARGO_TARGET_DIR=target/cuda-check $(CARGO) check -p gpt2-cli --features cuda
 
 bench: bench-data bench-model
 
