@@ -89,17 +89,9 @@ fn clip() -> f64 {
     1.0
 }
 
-/// Numeric precision of the run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Precision {
-    #[default]
-    F32,
-    /// fp32 master weights and optimizer state, bf16 matmuls/attention.
-    Bf16,
-    /// fp32 master weights, f16 matmuls/attention, dynamic loss scaling.
-    F16,
-}
+/// Numeric precision of the run: the model's compute dtype (`f32 | bf16 | f16`). Parameters
+/// and optimizer state stay f32 whatever it is; f16 adds dynamic loss scaling.
+pub type Precision = ComputeDtype;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -382,11 +374,7 @@ impl TrainConfig {
                 problems: p,
             });
         };
-        model.compute_dtype = match self.precision {
-            Precision::F32 => ComputeDtype::F32,
-            Precision::Bf16 => ComputeDtype::Bf16,
-            Precision::F16 => ComputeDtype::F16,
-        };
+        model.compute_dtype = self.precision;
         let flops_per_token = model.flops_per_token(b.seq_len);
         Ok(TrainPlan {
             num_params: model.num_params(),
