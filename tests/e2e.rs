@@ -3,7 +3,6 @@
 //! (same final weights) → held-out eval (below an untrained model) → streamed sampling →
 //! HF export with tokenizer files → re-import with equal logits.
 
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
@@ -16,13 +15,10 @@ fn root() -> PathBuf {
 }
 
 fn prepare(dir: &Path) -> PathBuf {
-    let input = dir.join("docs.jsonl");
-    let r = gpt2_data::io::open_reader(&root().join("data/sample/sotu.jsonl.gz"), None).unwrap();
-    let lines: Vec<String> = r.lines().take(30).map(|l| l.unwrap()).collect();
-    std::fs::write(&input, lines.join("\n")).unwrap();
     let cfg = gpt2_data::PrepareConfig {
         name: "e2e".into(),
-        inputs: vec![input],
+        inputs: vec![root().join("data/sample/sotu.jsonl.gz")],
+        limit_documents: Some(30),
         out_dir: dir.join("shards"),
         min_val_tokens: 4096,
         ..Default::default()

@@ -52,6 +52,9 @@ pub struct PrepareArgs {
     /// Bad records and unreadable inputs: skip (count, warn) or fail.
     #[arg(long, value_enum)]
     on_error: Option<ErrorPolicy>,
+    /// Read at most this many documents of each input (a quick trial on a slice).
+    #[arg(long)]
+    limit_documents: Option<u64>,
     /// Keep the per-input work files after success.
     #[arg(long)]
     keep_work: bool,
@@ -70,6 +73,9 @@ pub fn run(a: PrepareArgs) -> Result<()> {
     }
     macro_rules! set { ($($f:ident => $g:ident),*) => { $(if let Some(v) = a.$f.clone() { cfg.$g = v; })* } }
     set!(out => out_dir, name => name, threads => threads, shard_tokens => shard_tokens, val_fraction => val_fraction, min_val_tokens => min_val_tokens, min_tokens => min_tokens);
+    if a.limit_documents.is_some() {
+        cfg.limit_documents = a.limit_documents;
+    }
     if let Some(t) = a.dedup_threshold {
         cfg.dedup.threshold = t;
     }

@@ -32,7 +32,6 @@ fn s(p: &Path) -> &str {
 /// A run directory like the trainer's: a complete step-2 checkpoint (tiny model, seed 21) and an
 /// incomplete step-4 one (no DONE); plus val shards from 12 sample documents.
 fn fixture(dir: &Path) -> (PathBuf, PathBuf) {
-    use std::io::BufRead;
     let run = dir.join("run");
     let device = gpt2_train::infer::inference_device("cpu").unwrap();
     let model = gpt2_model::Gpt2::new(
@@ -49,14 +48,11 @@ fn fixture(dir: &Path) -> (PathBuf, PathBuf) {
             std::fs::write(ck.join("DONE"), "2\n").unwrap();
         }
     }
-    let input = dir.join("docs.jsonl");
-    let r = gpt2_data::io::open_reader(&root().join("data/sample/sotu.jsonl.gz"), None).unwrap();
-    let lines: Vec<String> = r.lines().take(12).map(|l| l.unwrap()).collect();
-    std::fs::write(&input, lines.join("\n")).unwrap();
     let shards = dir.join("shards");
     let cfg = gpt2_data::PrepareConfig {
         name: "t".into(),
-        inputs: vec![input],
+        inputs: vec![root().join("data/sample/sotu.jsonl.gz")],
+        limit_documents: Some(12),
         out_dir: shards.clone(),
         min_val_tokens: 3000,
         ..Default::default()

@@ -85,6 +85,9 @@ pub struct PrepareConfig {
     pub threads: usize,
     /// Keep the per-input work files after success (a rerun then needs no re-tokenising).
     pub keep_work: bool,
+    /// Read at most this many documents (records) of each input — for quick trial runs and
+    /// tests on a slice of a corpus. `None` (default): everything.
+    pub limit_documents: Option<u64>,
 }
 
 impl Default for PrepareConfig {
@@ -105,6 +108,7 @@ impl Default for PrepareConfig {
             on_error: OnError::Skip,
             threads: 0,
             keep_work: false,
+            limit_documents: None,
         }
     }
 }

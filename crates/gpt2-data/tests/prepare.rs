@@ -378,3 +378,21 @@ fn output_is_identical_for_any_thread_count_and_after_interruption() {
     assert_eq!(shard_bytes(&dir.path().join("r")), a);
     assert!(!work.exists(), "work files are removed after success");
 }
+
+#[test]
+fn limit_documents_reads_a_slice_of_each_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg(
+        vec![root().join("data/sample/sotu.jsonl.gz")],
+        &dir.path().join("out"),
+    );
+    c.limit_documents = Some(5);
+    let m = run(c.clone()).unwrap();
+    assert_eq!(
+        (m.counts.documents, m.counts.kept, m.counts.input_files),
+        (5, 5, 1)
+    );
+    // A different limit is a different run, not "up to date".
+    c.limit_documents = Some(7);
+    assert_eq!(run(c).unwrap().counts.documents, 7);
+}

@@ -17,18 +17,12 @@ fn root() -> PathBuf {
 fn shards() -> PathBuf {
     static ONCE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     ONCE.get_or_init(|| {
-        use std::io::BufRead;
         let dir =
             std::env::temp_dir().join(format!("gpt2-train-test-shards-{}", std::process::id()));
-        let input = dir.join("docs.jsonl");
-        std::fs::create_dir_all(&dir).unwrap();
-        let r =
-            gpt2_data::io::open_reader(&root().join("data/sample/sotu.jsonl.gz"), None).unwrap();
-        let lines: Vec<String> = r.lines().take(30).map(|l| l.unwrap()).collect();
-        std::fs::write(&input, lines.join("\n")).unwrap();
         let cfg = gpt2_data::PrepareConfig {
             name: "t".into(),
-            inputs: vec![input],
+            inputs: vec![root().join("data/sample/sotu.jsonl.gz")],
+            limit_documents: Some(30),
             out_dir: dir.join("shards"),
             min_val_tokens: 4096,
             ..Default::default()

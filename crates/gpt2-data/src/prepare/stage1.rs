@@ -60,7 +60,7 @@ fn settings_fingerprint(cfg: &PrepareConfig) -> String {
     let s = serde_json::json!({
         "v": env!("CARGO_PKG_VERSION"),
         "text_field": cfg.text_field, "html_field": cfg.html_field, "min_tokens": cfg.min_tokens,
-        "drop_url_domains": cfg.drop_url_domains, "dedup": cfg.dedup, "invalid_utf8": cfg.invalid_utf8,
+        "drop_url_domains": cfg.drop_url_domains, "limit_documents": cfg.limit_documents, "dedup": cfg.dedup, "invalid_utf8": cfg.invalid_utf8,
         "on_error": cfg.on_error,
     });
     format!("{:016x}", xxh3_64(s.to_string().as_bytes()))
@@ -290,7 +290,8 @@ fn process_input(
     let mut tok_out = AtomicFile::create(tok_p)?;
     let mut docs_out = AtomicFile::create(docs_p)?;
     let base_input = snap.input_bytes;
-    let mut batch = read_batch(&mut reader, cfg.on_error)?;
+    let mut remaining = cfg.limit_documents;
+    let mut batch = read_batch(&mut reader, cfg.on_error, &mut remaining)?;
     counts.add(&batch.counts);
     while !batch.records.is_empty() {
         let records = std::mem::take(&mut batch.records);
@@ -306,7 +307,7 @@ fn process_input(
                 if stopped {
                     Ok(Batch::default())
                 } else {
-                    read_batch(&mut reader, cfg.on_error)
+                    read_batch(&mut reader, cfg.on_error, &mut remaining)
                 }
             },
         );
@@ -364,10 +365,24 @@ struct Batch {
     counts: Counts,
 }
 
-fn read_batch(reader: &mut DocReader, on_error: OnError) -> Result<Batch> {
+/// Read up to one batch; `remaining` (the `limit_documents` budget left for this input) counts
+/// down with every record read and ends the input at zero.
+fn read_batch(
+    reader: &mut DocReader,
+    on_error: OnError,
+    remaining: &mut Option<u64>,
+) -> Result<Batch> {
     let mut b = Batch::default();
     let mut bytes = 0usize;
     while bytes < BATCH_BYTES && b.records.len() < BATCH_DOCS {
+        if *remaining == Some(0) {
+            b.stopped = true;
+            b.counts.input_files = 1;
+            break;
+        }
+        if let Some(r) = remaining.as_mut() {
+            *r -= 1;
+        }
         match reader.next_record() {
             None => {
                 b.stopped = true;
