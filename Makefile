@@ -2,7 +2,7 @@
 SHELL := bash
 CARGO ?= cargo
 
-.PHONY: demo test check-cuda bench bench-data bench-model fmt lint clean
+.PHONY: demo test check-cuda gpu-bundle bench bench-data bench-train bench-model fmt lint clean
 
 ## The main job on the embedded default: CPU, the bundled sample corpus, the tiny-cpu model.
 demo:
@@ -15,17 +15,33 @@ test:
 	@set -o pipefail; $(CARGO) test --workspace --no-fail-fast 2>&1 | tee target/test-output.log; \
 	status=$$?; bash scripts/test-summary.sh target/test-output.log; exit $$status
 
-## Type-check the CUDA path without a GPU or network. DOCS_RS=1 makes the LLVM bundler of
-## cubecl-llvm skip its download (a check does not link, so no LLVM is needed). Separate target
-## dir so the environment change does not invalidate the main build.
+## Type-check the CUDA path without a GPU or network (.cargo/config.toml sets DOCS_RS so the
+## LLVM bundler of cubecl-llvm downloads nothing). Own target dir: the CUDA feature set
+## rebuilds Burn's crates, which would otherwise evict the test build's.
 check-cuda:
-	DOCS_RS=1 CARGO_TARGET_DIR=target/cuda-check $(CARGO) check -p gpt2-cli --features cuda
+	CARGO_TARGET_DIR=target/cuda-check $(CARGO) check -p gpt2-cli --features cuda
 
-bench: bench-data bench-model
+## The `--features cuda` release binary, stripped and gzipped for a GPU machine without network
+## (target/gpu/gpt2.gz; experiments/gpu.sh unpacks it). ~40 min from clean on 2 cores.
+gpu-bundle:
+	$(CARGO) build --release -p gpt2-cli --features cuda
+	mkdir -p target/gpu
+	strip -o target/gpu/gpt2 target/release/gpt2
+	gzip -9 -f target/gpu/gpt2
+	ls -l target/gpu
+
+## Issue 6's benchmarks 1–3: prepare vs tiktoken, CPU training vs PyTorch, eval vs train.
+## Each prints a dated Markdown block for experiments/RESULTS.md. PYTHON: an interpreter with
+## tiktoken (bench-data) and torch + numpy (bench-train).
+bench: bench-data bench-train
 
 bench-data:
 	bash experiments/bench_data.sh
 
+bench-train:
+	bash experiments/bench_train.sh
+
+## Per-component model throughput (forward+backward vs forward only), for profiling.
 bench-model:
 	bash experiments/bench_model.sh 2
 

@@ -15,21 +15,12 @@ fn root() -> PathBuf {
 }
 
 fn prepare(dir: &Path) -> PathBuf {
-    let cfg = gpt2_data::PrepareConfig {
-        name: "e2e".into(),
-        inputs: vec![root().join("data/sample/sotu.jsonl.gz")],
-        limit_documents: Some(30),
-        out_dir: dir.join("shards"),
-        min_val_tokens: 4096,
-        ..Default::default()
-    };
-    let plan = cfg.validate(Path::new("e2e")).unwrap();
-    gpt2_data::run_prepare(
-        &plan,
-        &gpt2_data::RunOptions {
-            quiet: true,
-            ..Default::default()
-        },
+    gpt2_data::prepare_documents(
+        "e2e",
+        &root().join("data/sample/sotu.jsonl.gz"),
+        30,
+        4096,
+        &dir.join("shards"),
     )
     .unwrap();
     dir.join("shards")

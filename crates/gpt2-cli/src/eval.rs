@@ -108,9 +108,11 @@ fn print_report(r: &EvalReport) {
         "total", r.tokens, r.nll, r.ppl, r.bpb, r.bytes
     );
     println!(
-        "context {} stride {}{}",
+        "context {} stride {}; {:.1} s, {:.0} tokens/s{}",
         r.context,
         r.stride,
+        r.seconds,
+        r.tokens_per_sec,
         if r.partial {
             "; stopped by --max-tokens: the last document's bytes are pro-rated by tokens"
         } else {

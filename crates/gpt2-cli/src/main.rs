@@ -43,7 +43,23 @@ enum Command {
     Export(export::ExportArgs),
 }
 
+// Training allocates and frees the same large buffers (activations, logits, gradients) every
+// step. glibc hands big ones back to the OS and the next step faults them in again, page by
+// page: ~15% of a CPU step went to page faults. mimalloc told never to purge keeps them
+// (experiments/RESULTS.md, "attempts").
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// `mi_option_purge_delay` = -1 ("no purging at all"). The option is not exported by name;
+/// 15 is its index in `mi_option_e` of mimalloc.h (v3, as built by libmimalloc-sys =0.1.49).
+fn keep_freed_memory() {
+    const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+    // SAFETY: sets a process-wide integer option; mimalloc reads it when deciding to purge.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
+}
+
 fn main() -> ExitCode {
+    keep_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Urls(a) => urls::run(a),

@@ -49,21 +49,12 @@ fn fixture(dir: &Path) -> (PathBuf, PathBuf) {
         }
     }
     let shards = dir.join("shards");
-    let cfg = gpt2_data::PrepareConfig {
-        name: "t".into(),
-        inputs: vec![root().join("data/sample/sotu.jsonl.gz")],
-        limit_documents: Some(12),
-        out_dir: shards.clone(),
-        min_val_tokens: 3000,
-        ..Default::default()
-    };
-    let plan = cfg.validate(Path::new("test")).unwrap();
-    gpt2_data::run_prepare(
-        &plan,
-        &gpt2_data::RunOptions {
-            quiet: true,
-            ..Default::default()
-        },
+    gpt2_data::prepare_documents(
+        "t",
+        &root().join("data/sample/sotu.jsonl.gz"),
+        12,
+        3000,
+        &shards.clone(),
     )
     .unwrap();
     (run, shards)

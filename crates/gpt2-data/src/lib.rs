@@ -26,7 +26,7 @@ pub mod tokenizer;
 pub use config::{PrepareConfig, PreparePlan};
 pub use error::{DataError, Result};
 pub use loader::{LoaderState, TokenLoader};
-pub use prepare::{run_prepare, Counts, Manifest, RunOptions};
+pub use prepare::{prepare_documents, run_prepare, Counts, Manifest, RunOptions};
 pub use shard::ShardReader;
 
 /// What to do with a bad record or an unreadable input file.

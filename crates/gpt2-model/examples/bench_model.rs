@@ -8,6 +8,10 @@
 
 use std::time::Instant;
 
+// The `gpt2` binary's allocator setup (see crates/gpt2-cli/src/main.rs): mimalloc, never purging.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use gpt2_model::{Gpt2, Gpt2Config};
@@ -24,6 +28,8 @@ fn batch(b: usize, t: usize, vocab: usize, step: usize, device: &Device) -> Tens
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // SAFETY: process-wide integer option; 15 = mi_option_purge_delay, -1 = never purge.
+    unsafe { libmimalloc_sys::mi_option_set(15, -1) };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let preset: String = arg(&args, 0, "tiny".to_string());
     let (b, t, steps): (usize, usize, usize) =

@@ -25,6 +25,11 @@
 //! # Ok::<(), gpt2_model::ModelError>(())
 //! ```
 
+// Links the aborting LLVM stand-ins into every CUDA build (see .cargo/config.toml); an unused
+// dependency would otherwise be dropped by rustc before the link.
+#[cfg(feature = "cuda")]
+use gpt2_llvm_stubs as _;
+
 pub mod config;
 pub mod error;
 pub mod generate;

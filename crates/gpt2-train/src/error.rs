@@ -32,6 +32,14 @@ pub enum TrainError {
         hint: String,
     },
 
+    /// The requested device does not exist (or this binary cannot drive it).
+    #[error("device {requested}: {message}\nHINT: {hint}")]
+    Device {
+        requested: String,
+        message: String,
+        hint: String,
+    },
+
     /// Loss or gradient norm became NaN/Inf under `nan_policy: stop`.
     #[error("step {step}: {what} is {value}; stopping (nan_policy: stop). The last checkpoint is intact.\nHINT: lower the learning rate, check the data, or set `nan_policy: skip` to skip such updates")]
     NonFinite {

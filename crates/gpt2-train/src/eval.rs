@@ -102,6 +102,10 @@ pub struct EvalReport {
     pub stride: usize,
     /// True when `max_tokens` stopped the evaluation before the end of the shards.
     pub partial: bool,
+    /// Wall time of the forward passes (reading, forward, loss), and scored tokens per second:
+    /// the forward-only throughput that `make bench` sets against training's.
+    pub seconds: f64,
+    pub tokens_per_sec: f64,
 }
 
 /// One window: input positions `[begin, end)` (each predicting the next token), of which the
@@ -189,6 +193,7 @@ pub fn evaluate_shards(
         });
     }
     let bar = progress_bar(plan.iter().sum(), progress);
+    let started = std::time::Instant::now();
     let mut per_shard = Vec::with_capacity(readers.len());
     for (r, &n_pred) in readers.iter().zip(&plan) {
         let nll_sum = shard_nll(
@@ -221,6 +226,7 @@ pub fn evaluate_shards(
     let bytes: f64 = per_shard.iter().map(|s| s.bytes).sum();
     let nll = nll_sum / tokens.max(1) as f64;
     let partial = per_shard.iter().any(|s| s.partial);
+    let seconds = started.elapsed().as_secs_f64();
     Ok(EvalReport {
         per_shard,
         tokens,
@@ -231,6 +237,8 @@ pub fn evaluate_shards(
         context,
         stride,
         partial,
+        seconds,
+        tokens_per_sec: tokens as f64 / seconds.max(1e-9),
     })
 }
 

@@ -13,19 +13,41 @@ use crate::error::{Result, TrainError};
 pub fn inference_device(kind: &str) -> Result<Device> {
     match kind {
         "cpu" | "flex" => Ok(Device::flex()),
-        #[cfg(feature = "cuda")]
-        "cuda" => Ok(Device::cuda(0)),
-        other => Err(TrainError::Checkpoint {
-            path: PathBuf::from(other),
-            message: format!("unknown or unavailable device {other:?}"),
-            hint: if cfg!(feature = "cuda") {
-                "use cpu or cuda"
-            } else {
-                "use cpu (this binary was built without the `cuda` feature)"
-            }
-            .into(),
+        "cuda" => cuda_device(0),
+        other => Err(TrainError::Device {
+            requested: other.into(),
+            message: "unknown device".into(),
+            hint: "use cpu or cuda".into(),
         }),
     }
+}
+
+/// CUDA device `id`, after checking that it exists. Burn would hand out `Device::cuda(id)`
+/// regardless and panic inside its device thread at the first operation when there is no
+/// driver or no such GPU; enumerating first turns that into an error that says what to do.
+pub fn cuda_device(id: usize) -> Result<Device> {
+    #[cfg(feature = "cuda")]
+    {
+        let found = Device::enumerate(burn::tensor::DeviceType::Cuda).len();
+        if id < found {
+            return Ok(Device::cuda(id));
+        }
+        Err(TrainError::Device {
+            requested: format!("cuda:{id}"),
+            message: format!("{found} CUDA device(s) found"),
+            hint: "check `nvidia-smi` and that the NVIDIA driver (libcuda) and CUDA runtime \
+                   libraries (NVRTC) are installed, or use the CPU (device.kind: flex, --device cpu)"
+                .into(),
+        })
+    }
+    #[cfg(not(feature = "cuda"))]
+    Err(TrainError::Device {
+        requested: format!("cuda:{id}"),
+        message: "this binary was built without the `cuda` feature".into(),
+        hint: "build with `cargo build --release --features cuda` (works offline, see README), \
+               or use the CPU (device.kind: flex, --device cpu)"
+            .into(),
+    })
 }
 
 /// Resolves `--checkpoint`: a checkpoint directory of a run (must be complete: `DONE`), a run

@@ -65,10 +65,7 @@ pub const PEAK_FLOPS_H200_BF16: f64 = 788e12;
 
 fn devices(plan: &TrainPlan) -> Result<Device> {
     match plan.config.device.kind.as_str() {
-        #[cfg(feature = "cuda")]
-        "cuda" => Ok(Device::cuda(
-            plan.config.device.ids.first().copied().unwrap_or(0),
-        )),
+        "cuda" => crate::infer::cuda_device(plan.config.device.ids.first().copied().unwrap_or(0)),
         _ => Ok(Device::flex()),
     }
 }
@@ -360,7 +357,10 @@ pub fn train(plan: TrainPlan, opts: &TrainOptions) -> Result<Summary> {
             metrics::plot(&metrics::read(log.path())?, &run_dir.join("loss.svg"))?;
         }
         let interrupted = stop.load(Ordering::Relaxed);
-        if last || interrupted || state.step % cfg.checkpoint.interval == 0 {
+        if (last && cfg.checkpoint.at_end)
+            || interrupted
+            || state.step % cfg.checkpoint.interval == 0
+        {
             let dir = checkpoint::save(&run_dir, &state, |d| {
                 gpt2_model::save_hf(&model, d)?;
                 opt.save(&d.join(checkpoint::OPTIMIZER))

@@ -19,21 +19,12 @@ fn shards() -> PathBuf {
     ONCE.get_or_init(|| {
         let dir =
             std::env::temp_dir().join(format!("gpt2-train-test-shards-{}", std::process::id()));
-        let cfg = gpt2_data::PrepareConfig {
-            name: "t".into(),
-            inputs: vec![root().join("data/sample/sotu.jsonl.gz")],
-            limit_documents: Some(30),
-            out_dir: dir.join("shards"),
-            min_val_tokens: 4096,
-            ..Default::default()
-        };
-        let plan = cfg.validate(Path::new("test")).unwrap();
-        gpt2_data::run_prepare(
-            &plan,
-            &gpt2_data::RunOptions {
-                quiet: true,
-                ..Default::default()
-            },
+        gpt2_data::prepare_documents(
+            "t",
+            &root().join("data/sample/sotu.jsonl.gz"),
+            30,
+            4096,
+            &dir.join("shards"),
         )
         .unwrap();
         dir.join("shards")

@@ -191,6 +191,32 @@ pub fn work_dir(out_dir: &Path) -> PathBuf {
     out_dir.join(".work")
 }
 
+/// A small corpus in one call: the first `documents` documents of `input`, default settings
+/// otherwise, at least `min_val_tokens` held out, no progress output. What tests, examples and
+/// quick experiments need; real runs go through a YAML config and [`run_prepare`].
+pub fn prepare_documents(
+    name: &str,
+    input: &std::path::Path,
+    documents: u64,
+    min_val_tokens: u64,
+    out_dir: &std::path::Path,
+) -> Result<Manifest> {
+    let cfg = crate::PrepareConfig {
+        name: name.into(),
+        inputs: vec![input.to_path_buf()],
+        limit_documents: Some(documents),
+        out_dir: out_dir.to_path_buf(),
+        min_val_tokens,
+        ..Default::default()
+    };
+    let plan = cfg.validate(std::path::Path::new(name))?;
+    let opts = RunOptions {
+        quiet: true,
+        ..Default::default()
+    };
+    run_prepare(&plan, &opts)
+}
+
 /// Run both stages. Returns the manifest (also written to `out_dir/manifest.json`).
 pub fn run_prepare(plan: &PreparePlan, opts: &RunOptions) -> Result<Manifest> {
     let cfg = &plan.config;
