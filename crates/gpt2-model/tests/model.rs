@@ -327,6 +327,70 @@ fn fused_cross_entropy_equals_the_log_softmax_form_in_value_and_gradient() {
 }
 
 #[test]
+fn forward_loss_has_the_value_and_gradients_of_the_textbook_head_and_loss() {
+    use gpt2_model::cross_entropy_reference;
+    let config = small_config();
+    let device = Device::flex().autodiff();
+    let model = Gpt2::new(&config, &device, 5).unwrap();
+    let (b, t) = (3, 7);
+    let ids: Vec<i64> = (0..(b * t) as i64).map(|i| (i * 37 + 11) % 97).collect();
+    let targets: Vec<i64> = (0..(b * t) as i64).map(|i| (i * 53 + 3) % 97).collect();
+
+    let (logits, fused) =
+        model.forward_loss(tokens(&ids, b, &device), tokens(&targets, b, &device));
+    let g1 = fused.backward();
+    let reference = cross_entropy_reference(
+        model.forward(tokens(&ids, b, &device)),
+        tokens(&targets, b, &device),
+    );
+    let g2 = reference.backward();
+
+    let (f, r) = (to_vec(fused)[0], to_vec(reference)[0]);
+    assert!((f - r).abs() < 1e-5, "loss {f} vs {r}");
+    let plain = to_vec(model.forward(tokens(&ids, b, &device)));
+    assert!(max_abs_diff(&to_vec(logits), &plain) < 1e-6);
+    // The tied wte (LM head + embedding), the last block's MLP, the first block's attention
+    // (through every layer) and ln_f.
+    let pairs = [
+        (
+            model.wte.weight.grad(&g1),
+            model.wte.weight.grad(&g2),
+            "wte",
+        ),
+        (
+            model.h[1].mlp.c_fc.weight.grad(&g1),
+            model.h[1].mlp.c_fc.weight.grad(&g2),
+            "h.1.mlp.c_fc",
+        ),
+        (
+            model.h[0].attn.c_attn.weight.grad(&g1),
+            model.h[0].attn.c_attn.weight.grad(&g2),
+            "h.0.attn.c_attn",
+        ),
+    ];
+    for (a, b_, name) in pairs {
+        let (ga, gb) = (to_vec(a.unwrap()), to_vec(b_.unwrap()));
+        let scale = gb.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let diff = max_abs_diff(&ga, &gb);
+        assert!(
+            diff <= 1e-5 * scale.max(1e-3),
+            "{name}: max |diff| {diff} (max |grad| {scale})"
+        );
+    }
+    let (ga, gb) = (
+        model.ln_f.gamma.grad(&g1).unwrap(),
+        model.ln_f.gamma.grad(&g2).unwrap(),
+    );
+    assert!(max_abs_diff(&to_vec(ga), &to_vec(gb)) < 1e-5);
+
+    // Without autodiff, the same loss.
+    let eval = model.valid();
+    let d = eval.device();
+    let (_, loss) = eval.forward_loss(tokens(&ids, b, &d), tokens(&targets, b, &d));
+    assert!((to_vec(loss)[0] - r).abs() < 1e-5);
+}
+
+#[test]
 fn greedy_generation_equals_a_full_forward_loop_with_nanogpt_cropping() {
     let mut config = small_config();
     config.block_size = 6;

@@ -116,3 +116,24 @@ pub fn logits_of(model: &Gpt2, ids: &[u32]) -> Vec<f32> {
         .try_into_vec::<f32>()
         .expect("converted to f32")
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn unknown_or_unbuilt_devices_are_clear_errors() {
+        let e = super::inference_device("tpu").unwrap_err().to_string();
+        assert!(
+            e.contains("unknown device") && e.contains("cpu or cuda"),
+            "{e}"
+        );
+        #[cfg(not(feature = "cuda"))]
+        {
+            let e = super::inference_device("cuda").unwrap_err().to_string();
+            assert!(
+                e.contains("without the `cuda` feature") && e.contains("--features cuda"),
+                "{e}"
+            );
+        }
+        assert!(super::inference_device("cpu").is_ok());
+    }
+}

@@ -240,3 +240,22 @@ fn f16_loss_scaling_trains_and_backs_off_on_overflow() {
     assert_eq!(state.overflow_steps, 3);
     assert_eq!(state.loss_scale, 1.0e30 / 8.0);
 }
+
+#[test]
+fn checkpoint_at_end_false_leaves_only_the_interval_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let steps = |run_dir: &Path| -> Vec<u64> {
+        let (done, _) = gpt2_train::checkpoint::list(run_dir).unwrap();
+        done.into_iter().map(|(s, _)| s).collect()
+    };
+    let a = dir.path().join("a");
+    let s = run(
+        config(&a, &["checkpoint.interval=4", "checkpoint.at_end=false"]),
+        Resume::No,
+    )
+    .unwrap();
+    assert_eq!((s.step, steps(&a)), (6, vec![4]));
+    let b = dir.path().join("b");
+    run(config(&b, &["checkpoint.interval=4"]), Resume::No).unwrap();
+    assert_eq!(steps(&b), vec![4, 6], "the default writes one at the end");
+}
