@@ -72,7 +72,7 @@ pub struct MinHasher {
 impl MinHasher {
     pub fn new(params: MinHashParams) -> Self {
         // splitmix64 from a fixed seed: the permutations are part of the output's definition.
-        let mut state = 0x5eed_0f_9e27_u64;
+        let mut state = 0x5e_ed0f_9e27_u64;
         let mut next = || {
             state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
             let mut z = state;

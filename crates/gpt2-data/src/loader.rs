@@ -97,6 +97,7 @@ impl TokenLoader {
 
     /// A loader over one split of a prepared directory, via its manifest. With `verify`, every
     /// shard's sha256 is checked against the manifest first.
+    #[allow(clippy::too_many_arguments)] // the loader's own settings plus where to find them
     pub fn from_manifest(
         dir: &Path,
         split: &str,

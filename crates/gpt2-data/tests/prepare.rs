@@ -133,8 +133,7 @@ fn every_reader_and_drop_reason() {
     .unwrap();
     std::fs::write(
         txt.join("2.html"),
-        &html
-            .replace("Address", "Other address")
+        html.replace("Address", "Other address")
             .replace(&docs[5][..40], &docs[6][..40]),
     )
     .unwrap();

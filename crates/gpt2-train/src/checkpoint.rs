@@ -96,8 +96,11 @@ fn sync_dir(dir: &Path) -> Result<()> {
     fs::File::open(dir).and_then(|d| d.sync_all()).at(dir)
 }
 
+/// (step, directory) of each complete checkpoint, oldest first; then the incomplete ones.
+pub type Listing = (Vec<(u64, PathBuf)>, Vec<PathBuf>);
+
 /// Complete checkpoints (with `DONE`), oldest first, and the incomplete ones found.
-pub fn list(run_dir: &Path) -> Result<(Vec<(u64, PathBuf)>, Vec<PathBuf>)> {
+pub fn list(run_dir: &Path) -> Result<Listing> {
     let dir = checkpoints_dir(run_dir);
     let mut done = Vec::new();
     let mut broken = Vec::new();

@@ -252,6 +252,8 @@ impl TrainConfig {
     }
 
     /// Validate everything and derive the plan; every problem is reported together.
+    // `!(x > 0.0)` on purpose: it also rejects NaN. `%` over `is_multiple_of`: rust-version 1.85.
+    #[allow(clippy::neg_cmp_op_on_partial_ord, clippy::manual_is_multiple_of)]
     pub fn plan(self, origin: &Path) -> Result<TrainPlan> {
         let mut p = Vec::new();
         let model = match &self.model {
