@@ -54,7 +54,7 @@ fn fixture(dir: &Path) -> (PathBuf, PathBuf) {
         &root().join("data/sample/sotu.jsonl.gz"),
         12,
         3000,
-        &shards.clone(),
+        &shards,
     )
     .unwrap();
     (run, shards)
@@ -97,6 +97,15 @@ fn eval_sample_export_round_trip() {
     let bpb = r["bpb"].as_f64().unwrap();
     assert!(bpb > 1.0 && bpb < 6.0, "{bpb}");
     assert_eq!(r["context"], 64);
+    // Forward-only throughput, as `make bench` reads it: scored tokens over the measured time.
+    let (secs, tps) = (
+        r["seconds"].as_f64().unwrap(),
+        r["tokens_per_sec"].as_f64().unwrap(),
+    );
+    assert!(
+        secs > 0.0 && (tps * secs - 700.0).abs() < 1e-6 * 700.0,
+        "{secs} s, {tps} tokens/s"
+    );
     let ck2 = gpt2_train::checkpoint::step_dir(&run, 2);
     let val_glob = format!("{}/t_val_*.bin", s(&shards));
     for shards_arg in [s(&shards.join("manifest.json")), val_glob.as_str()] {

@@ -327,7 +327,7 @@ fn fused_cross_entropy_equals_the_log_softmax_form_in_value_and_gradient() {
 }
 
 #[test]
-fn forward_loss_has_the_value_and_gradients_of_the_textbook_head_and_loss() {
+fn forward_loss_has_the_value_and_gradients_of_the_log_softmax_loss() {
     use gpt2_model::cross_entropy_reference;
     let config = small_config();
     let device = Device::flex().autodiff();
@@ -382,6 +382,16 @@ fn forward_loss_has_the_value_and_gradients_of_the_textbook_head_and_loss() {
         model.ln_f.gamma.grad(&g2).unwrap(),
     );
     assert!(max_abs_diff(&to_vec(ga), &to_vec(gb)) < 1e-5);
+
+    // The LM head is computed in 4 row blocks when B·T allows (here 4 × 7 rows) and in one
+    // product otherwise (1 × 7): both give each sequence the same logits.
+    let four: Vec<i64> = (0..28).map(|i| (i * 29 + 5) % 97).collect();
+    let blocked = to_vec(model.forward(tokens(&four, 4, &device)));
+    for (row, ids) in four.chunks(7).enumerate() {
+        let single = to_vec(model.forward(tokens(ids, 1, &device)));
+        let diff = max_abs_diff(&blocked[row * 7 * 97..(row + 1) * 7 * 97], &single);
+        assert!(diff < 1e-5, "sequence {row}: max |diff| {diff}");
+    }
 
     // Without autodiff, the same loss.
     let eval = model.valid();

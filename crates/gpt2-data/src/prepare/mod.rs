@@ -209,7 +209,7 @@ pub fn prepare_documents(
         min_val_tokens,
         ..Default::default()
     };
-    let plan = cfg.validate(std::path::Path::new(name))?;
+    let plan = cfg.validate(input)?; // problems are reported against the input file
     let opts = RunOptions {
         quiet: true,
         ..Default::default()
