@@ -26,8 +26,8 @@
 //! autodiff device with the module in training mode.
 
 use burn::module::{Module, Param};
-use burn::nn::{Dropout, DropoutConfig, Embedding, Gelu, LayerNorm, LayerNormConfig, Linear};
-use burn::tensor::activation::{log_softmax, softmax};
+use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, LayerNormConfig, Linear};
+use burn::tensor::activation::{log_softmax, sigmoid, softmax};
 use burn::tensor::module::{attention, linear};
 use burn::tensor::ops::{AttentionModuleOptions, IndexingUpdateOp};
 use burn::tensor::{Device, FloatDType, Int, Tensor, TensorData};
@@ -217,8 +217,6 @@ impl CausalSelfAttention {
 pub struct Mlp {
     /// Expansion, weight `[C, 4C]`.
     pub c_fc: Linear,
-    /// GELU with the tanh approximation (GPT-2's `gelu`, HF's `gelu_new`).
-    pub gelu: Gelu,
     /// Projection back, weight `[4C, C]`.
     pub c_proj: Linear,
     /// Residual dropout on the output.
@@ -233,7 +231,6 @@ impl Mlp {
         let proj_std = INIT_STD / (2.0 * config.n_layer as f64).sqrt();
         Self {
             c_fc: init.linear(c, 4 * c, INIT_STD),
-            gelu: Gelu::new_approximate(),
             c_proj: init.linear(4 * c, c, proj_std),
             dropout: DropoutConfig::new(config.dropout).init(),
             compute_dtype: config.compute_dtype,
@@ -245,9 +242,22 @@ impl Mlp {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let dt = self.compute_dtype.cast_dtype();
         let h = linear_at(&self.c_fc, x, dt); // (B, T, 4C)
-        let h = self.gelu.forward(h); // f32
+        let h = gelu_tanh(h); // f32
         self.dropout.forward(linear_at(&self.c_proj, h, dt)) // (B, T, C)
     }
+}
+
+/// GPT-2's tanh-approximate GELU (HF `gelu_new`), `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`,
+/// computed through the identity `0.5·(1 + tanh(z)) = sigmoid(2z)` as `x·sigmoid(x·(a + b·x²))`
+/// with `a = 2√(2/π)`, `b = 0.044715·a`. Same function; six autodiff ops instead of the eight of
+/// Burn's `gelu_approximate` (one of them a `powf`), and sigmoid is a single fused op forward
+/// and backward. Elementwise ops run on one thread on flex, so their count shows in a CPU step
+/// (experiments/RESULTS.md, attempts).
+pub fn gelu_tanh(x: Tensor<3>) -> Tensor<3> {
+    const A: f64 = 2.0 * core::f64::consts::FRAC_2_SQRT_PI * core::f64::consts::FRAC_1_SQRT_2;
+    const B: f64 = 0.044715 * A;
+    let inner = (x.clone() * x.clone() * B + A) * x.clone();
+    sigmoid(inner) * x
 }
 
 /// A pre-LayerNorm transformer block: `x + attn(ln_1(x))`, then `x + mlp(ln_2(x))`.
@@ -306,7 +316,6 @@ impl Block {
             ln_2,
             mlp: Mlp {
                 c_fc,
-                gelu: Gelu::new_approximate(),
                 c_proj: mlp_c_proj,
                 dropout: dropout(),
                 compute_dtype: config.compute_dtype,

@@ -297,6 +297,36 @@ fn runtime_settings_change_precision_and_dropout_but_not_weights() {
     assert!(model.with_runtime_settings(ComputeDtype::F32, 1.5).is_err());
 }
 
+/// The sigmoid form of the tanh GELU against GPT-2's formula and its derivative, in f64.
+#[test]
+fn gelu_tanh_is_gpt2s_formula_in_value_and_gradient() {
+    let device = Device::flex().autodiff();
+    let xs: Vec<f32> = (0..=4000).map(|i| -20.0 + i as f32 * 0.01).collect();
+    let x = Tensor::<3>::from_data(TensorData::new(xs.clone(), [1, 1, xs.len()]), &device)
+        .require_grad();
+    let y = gpt2_model::gelu_tanh(x.clone());
+    let got = to_vec(y.clone());
+    let grad = to_vec(x.grad(&y.sum().backward()).unwrap());
+    let k = (2.0 / std::f64::consts::PI).sqrt();
+    for (i, &xf) in xs.iter().enumerate() {
+        let x = xf as f64;
+        let th = (k * (x + 0.044715 * x.powi(3))).tanh();
+        let want = 0.5 * x * (1.0 + th);
+        let dwant =
+            0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * k * (1.0 + 3.0 * 0.044715 * x * x);
+        assert!(
+            (got[i] as f64 - want).abs() <= 1e-6 * want.abs().max(1.0),
+            "gelu({x}) = {} want {want}",
+            got[i]
+        );
+        assert!(
+            (grad[i] as f64 - dwant).abs() <= 1e-5,
+            "gelu'({x}) = {} want {dwant}",
+            grad[i]
+        );
+    }
+}
+
 #[test]
 fn fused_cross_entropy_equals_the_log_softmax_form_in_value_and_gradient() {
     use gpt2_model::{cross_entropy, cross_entropy_reference};

@@ -26,9 +26,10 @@
 
 use std::path::PathBuf;
 
+use burn::data::dataloader::Progress;
 use burn::module::Module;
-use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, TensorData};
+use burn_train::metric::{Metric, MetricMetadata, Numeric, PerplexityInput, PerplexityMetric};
 use gpt2_data::ShardReader;
 use gpt2_model::Gpt2;
 use serde::Serialize;
@@ -266,7 +267,10 @@ fn progress_bar(total: u64, progress: bool) -> Option<indicatif::ProgressBar> {
     Some(bar)
 }
 
-/// Sum of NLL (nats) over the first `n_pred` predictions of one shard.
+/// Sum of NLL (nats) over the first `n_pred` predictions of one shard. The sum is kept by
+/// burn-train's `PerplexityMetric` (log-softmax, gather of the targets, running token-weighted
+/// NLL); its final perplexity is exp(NLL sum / predictions), so the sum is recovered exactly
+/// enough (f64 round trip) for the per-shard and total figures.
 fn shard_nll(
     model: &Gpt2,
     r: &ShardReader,
@@ -276,8 +280,12 @@ fn shard_nll(
     batch: usize,
     bar: Option<&indicatif::ProgressBar>,
 ) -> Result<f64> {
+    if n_pred == 0 {
+        return Ok(0.0); // the budget ran out before this shard
+    }
     let all = windows(n_pred, context, stride);
-    let mut sum = 0.0;
+    let mut ppl = PerplexityMetric::new();
+    let mut done = 0;
     let mut i = 0;
     while i < all.len() {
         // A batch holds windows of the same length and scored count (all but the first and
@@ -287,17 +295,43 @@ fn shard_nll(
         while j < all.len() && j - i < batch && (all[j].end - all[j].begin, all[j].count) == key {
             j += 1;
         }
-        sum += batch_nll(model, r, &all[i..j])?;
+        let input = batch_input(model, r, &all[i..j])?;
+        let scored: u64 = all[i..j].iter().map(|w| w.count).sum();
+        done += scored;
+        ppl.update(&input, &metric_metadata(done, n_pred))
+            .map_err(|e| read_error(r, e))?;
         if let Some(bar) = bar {
-            bar.inc(all[i..j].iter().map(|w| w.count).sum());
+            bar.inc(scored);
         }
         i = j;
     }
-    Ok(sum)
+    Ok(ppl.final_value().current().ln() * n_pred as f64)
 }
 
-/// NLL sum of the scored positions of equal-shaped windows, in one forward pass.
-fn batch_nll(model: &Gpt2, r: &ShardReader, ws: &[Window]) -> Result<f64> {
+/// What burn-train's metrics are told about progress (they only display it).
+pub(crate) fn metric_metadata(done: u64, total: u64) -> MetricMetadata {
+    MetricMetadata {
+        progress: Progress {
+            items_processed: done as usize,
+            items_total: total as usize,
+            unit: Some("tokens".into()),
+        },
+        iteration: None,
+        lr: None,
+    }
+}
+
+fn read_error(r: &ShardReader, e: burn::tensor::TensorReadError) -> TrainError {
+    TrainError::Checkpoint {
+        path: r.path().to_path_buf(),
+        message: format!("reading the evaluation result back from the device failed: {e:?}"),
+        hint: "check the device (driver, memory) and rerun".into(),
+    }
+}
+
+/// The logits of the scored positions of equal-shaped windows, from one forward pass, with
+/// their targets: (B·count, V) and (B·count).
+fn batch_input(model: &Gpt2, r: &ShardReader, ws: &[Window]) -> Result<PerplexityInput> {
     let vocab = model.config().vocab_size;
     let (b, len, count) = (
         ws.len(),
@@ -324,16 +358,9 @@ fn batch_nll(model: &Gpt2, r: &ShardReader, ws: &[Window]) -> Result<f64> {
     }
     let device = model.device();
     let x = Tensor::<2, Int>::from_data(TensorData::new(x, [b, len]), &device);
-    let y = Tensor::<2, Int>::from_data(TensorData::new(y, [b * count, 1]), &device);
+    let y = Tensor::<1, Int>::from_data(TensorData::new(y, [b * count]), &device);
     let logits = model.forward(x).narrow(1, len - count, count); // (B, count, V)
-    let logp = log_softmax(logits.reshape([b * count, vocab]), 1); // (B*count, V)
-    let picked: Vec<f32> = logp
-        .gather(1, y)
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .expect("converted to f32");
-    Ok(-picked.iter().map(|&v| v as f64).sum::<f64>())
+    Ok(PerplexityInput::new(logits.reshape([b * count, vocab]), y))
 }
 
 /// UTF-8 bytes of the text whose tokens were the targets `1..=n_pred` of a shard.

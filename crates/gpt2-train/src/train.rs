@@ -17,12 +17,14 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn_train::metric::{LossInput, LossMetric, Metric, Numeric};
 use gpt2_data::TokenLoader;
 use gpt2_model::Gpt2;
 
 use crate::checkpoint::{self, TrainState};
 use crate::config::{NanPolicy, Precision, TrainPlan};
 use crate::error::{IoContext, Result, TrainError};
+use crate::eval::metric_metadata;
 use crate::metrics::{self, MetricsLog, Record};
 use crate::optim::{global_grad_norm, AdamW, AdamWParams};
 use crate::schedule::lr_at;
@@ -90,8 +92,15 @@ fn batch_tensors(
     )
 }
 
-/// Mean validation loss over `tokens` tokens of the held-out split, without autodiff.
-pub fn evaluate(model: &Gpt2, loader: &mut TokenLoader, b: usize, t: usize, tokens: u64) -> f64 {
+/// Mean validation loss over `tokens` tokens of the held-out split, without autodiff. Batches
+/// are equal-sized, so burn-train's `LossMetric` (batch-weighted running mean) gives the mean.
+pub fn evaluate(
+    model: &Gpt2,
+    loader: &mut TokenLoader,
+    b: usize,
+    t: usize,
+    tokens: u64,
+) -> Result<f64> {
     let model = model.valid();
     let device = model.device();
     loader.set_state(gpt2_data::LoaderState {
@@ -99,13 +108,19 @@ pub fn evaluate(model: &Gpt2, loader: &mut TokenLoader, b: usize, t: usize, toke
         cursor: 0,
     });
     let n = (tokens / (b * t) as u64).clamp(1, loader.steps_per_epoch().max(1));
-    let mut sum = 0.0;
-    for _ in 0..n {
+    let mut mean = LossMetric::new();
+    for i in 0..n {
         let (x, y) = batch_tensors(&loader.next_batch(), b, t, &device);
         let (_, loss) = model.forward_loss(x, y);
-        sum += loss.into_scalar::<f32>() as f64;
+        let meta = metric_metadata((i + 1) * (b * t) as u64, n * (b * t) as u64);
+        mean.update(&LossInput::new(loss.reshape([1])), &meta)
+            .map_err(|e| TrainError::Device {
+                requested: format!("{device:?}"),
+                message: format!("reading the validation loss back failed: {e:?}"),
+                hint: "check the device (driver, memory) and rerun with --resume auto".into(),
+            })?;
     }
-    sum / n as f64
+    Ok(mean.final_value().current())
 }
 
 /// Seed of the device RNG (dropout) for a step: a pure function, so resume needs no RNG state.
@@ -339,7 +354,7 @@ pub fn train(plan: TrainPlan, opts: &TrainOptions) -> Result<Summary> {
         let eval_now = last || (cfg.eval.interval > 0 && state.step % cfg.eval.interval == 0);
         if eval_now {
             if let Some(vl) = val_loader.as_mut() {
-                let v = evaluate(&model, vl, b, t, cfg.eval.tokens);
+                let v = evaluate(&model, vl, b, t, cfg.eval.tokens)?;
                 summary.last_val_loss = Some(v);
                 log.append(&Record {
                     step: state.step,
