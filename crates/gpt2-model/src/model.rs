@@ -579,10 +579,13 @@ fn to_f32<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 pub fn cross_entropy(logits: Tensor<3>, targets: Tensor<2, Int>) -> Tensor<1> {
     let [b, t, v] = logits.dims();
     let n = b * t;
-    let device = logits.device();
     let logits = to_f32(logits).reshape([n, v]); // (N, V), tracked
-    let targets = targets.reshape([n, 1]);
-    let plain = logits.clone().detach(); // (N, V), no graph from here on
+    // Off the autodiff backend, not just detached: Burn's autodiff has no softmax of its own and
+    // decomposes it into five ops (one a single-threaded scalar `exp` over [N, V]); the inner
+    // backend's softmax is flex's fused, row-parallel SIMD kernel.
+    let plain = logits.clone().without_autodiff(); // (N, V), no graph from here on
+    let device = plain.device();
+    let targets = targets.without_autodiff().reshape([n, 1]);
     let p = softmax(plain.clone(), 1); // (N, V)
     let lse = plain.clone().max_dim(1) - p.clone().max_dim(1).log(); // (N, 1)
     let nll = (lse - plain.gather(1, targets.clone())).mean(); // [1]
