@@ -42,7 +42,7 @@ pub use error::{ModelError, Result};
 pub use generate::GenerateConfig;
 pub use hf::{load_hf, load_hf_with_config, read_hf_config, save_hf};
 pub use model::{
-    cross_entropy, cross_entropy_reference, gelu_tanh, Block, CausalSelfAttention, Gpt2, KvCache,
-    LayerKv, Mlp,
+    cross_entropy, cross_entropy_reference, gelu_tanh, token_nll, Block, CausalSelfAttention, Gpt2,
+    KvCache, LayerKv, Mlp,
 };
 pub use params::DecayGroups;

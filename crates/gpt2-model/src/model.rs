@@ -580,19 +580,37 @@ pub fn cross_entropy(logits: Tensor<3>, targets: Tensor<2, Int>) -> Tensor<1> {
     let [b, t, v] = logits.dims();
     let n = b * t;
     let logits = to_f32(logits).reshape([n, v]); // (N, V), tracked
-    // Off the autodiff backend, not just detached: Burn's autodiff has no softmax of its own and
-    // decomposes it into five ops (one a single-threaded scalar `exp` over [N, V]); the inner
-    // backend's softmax is flex's fused, row-parallel SIMD kernel.
+                                                 // Off the autodiff backend, not just detached: Burn's autodiff has no softmax of its own and
+                                                 // decomposes it into five ops (one a single-threaded scalar `exp` over [N, V]); the inner
+                                                 // backend's softmax is flex's fused, row-parallel SIMD kernel.
     let plain = logits.clone().without_autodiff(); // (N, V), no graph from here on
     let device = plain.device();
     let targets = targets.without_autodiff().reshape([n, 1]);
     let p = softmax(plain.clone(), 1); // (N, V)
-    let lse = plain.clone().max_dim(1) - p.clone().max_dim(1).log(); // (N, 1)
-    let nll = (lse - plain.gather(1, targets.clone())).mean(); // [1]
+    let nll = nll_from_softmax(plain, p.clone(), targets.clone()).mean(); // [1]
     let minus_one = Tensor::<2>::full([n, 1], -1.0, &device);
     let dlogits = p.scatter(1, targets, minus_one, IndexingUpdateOp::Add); // p - onehot
     let surrogate = (logits * dlogits).sum().div_scalar(n as f64); // gradient (p - onehot)/N
     surrogate.clone() - surrogate.detach() + nll
+}
+
+/// Per-token negative log-likelihood `-ln softmax(l)[t]` of each row of `logits`, without
+/// autodiff, through the same fused softmax as [`cross_entropy`] (evaluation uses it: Burn's
+/// `log_softmax` is six unfused passes over `[N, V]`, one a scalar `exp`).
+///
+/// # Shapes
+/// - `logits`: `[N, V]`, `targets`: `[N]` with ids `< V` → output `[N]`
+pub fn token_nll(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
+    let [n, _] = logits.dims();
+    let plain = to_f32(logits).without_autodiff();
+    let p = softmax(plain.clone(), 1);
+    nll_from_softmax(plain, p, targets.without_autodiff().reshape([n, 1])).reshape([n])
+}
+
+/// `lse - l[t]` per row, with `lse = m - ln(max p)`: `m` the row max of `l`, `p = softmax(l)`.
+fn nll_from_softmax(l: Tensor<2>, p: Tensor<2>, targets: Tensor<2, Int>) -> Tensor<2> {
+    let lse = l.clone().max_dim(1) - p.max_dim(1).log(); // (N, 1)
+    lse - l.gather(1, targets) // (N, 1)
 }
 
 /// Mean token-level cross-entropy via `log_softmax` + `gather`: the textbook form, kept as the

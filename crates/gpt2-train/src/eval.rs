@@ -29,9 +29,9 @@ use std::path::PathBuf;
 use burn::data::dataloader::Progress;
 use burn::module::Module;
 use burn::tensor::{Int, Tensor, TensorData};
-use burn_train::metric::{Metric, MetricMetadata, Numeric, PerplexityInput, PerplexityMetric};
+use burn_train::metric::{LossInput, LossMetric, Metric, MetricMetadata, Numeric};
 use gpt2_data::ShardReader;
-use gpt2_model::Gpt2;
+use gpt2_model::{token_nll, Gpt2};
 use serde::Serialize;
 
 use crate::error::{Result, TrainError};
@@ -267,10 +267,9 @@ fn progress_bar(total: u64, progress: bool) -> Option<indicatif::ProgressBar> {
     Some(bar)
 }
 
-/// Sum of NLL (nats) over the first `n_pred` predictions of one shard. The sum is kept by
-/// burn-train's `PerplexityMetric` (log-softmax, gather of the targets, running token-weighted
-/// NLL); its final perplexity is exp(NLL sum / predictions), so the sum is recovered exactly
-/// enough (f64 round trip) for the per-shard and total figures.
+/// Sum of NLL (nats) over the first `n_pred` predictions of one shard. The per-token NLLs come
+/// from `gpt2_model::token_nll` (fused softmax); burn-train's `LossMetric` keeps their running
+/// token-weighted mean, so the sum is that mean times `n_pred`.
 fn shard_nll(
     model: &Gpt2,
     r: &ShardReader,
@@ -284,7 +283,7 @@ fn shard_nll(
         return Ok(0.0); // the budget ran out before this shard
     }
     let all = windows(n_pred, context, stride);
-    let mut ppl = PerplexityMetric::new();
+    let mut mean = LossMetric::new();
     let mut done = 0;
     let mut i = 0;
     while i < all.len() {
@@ -295,17 +294,17 @@ fn shard_nll(
         while j < all.len() && j - i < batch && (all[j].end - all[j].begin, all[j].count) == key {
             j += 1;
         }
-        let input = batch_input(model, r, &all[i..j])?;
+        let nll = batch_nll(model, r, &all[i..j])?;
         let scored: u64 = all[i..j].iter().map(|w| w.count).sum();
         done += scored;
-        ppl.update(&input, &metric_metadata(done, n_pred))
+        mean.update(&LossInput::new(nll), &metric_metadata(done, n_pred))
             .map_err(|e| read_error(r, e))?;
         if let Some(bar) = bar {
             bar.inc(scored);
         }
         i = j;
     }
-    Ok(ppl.final_value().current().ln() * n_pred as f64)
+    Ok(mean.final_value().current() * n_pred as f64)
 }
 
 /// What burn-train's metrics are told about progress (they only display it).
@@ -329,9 +328,8 @@ fn read_error(r: &ShardReader, e: burn::tensor::TensorReadError) -> TrainError {
     }
 }
 
-/// The logits of the scored positions of equal-shaped windows, from one forward pass, with
-/// their targets: (B·count, V) and (B·count).
-fn batch_input(model: &Gpt2, r: &ShardReader, ws: &[Window]) -> Result<PerplexityInput> {
+/// The NLL of each scored position of equal-shaped windows, from one forward pass: `[B·count]`.
+fn batch_nll(model: &Gpt2, r: &ShardReader, ws: &[Window]) -> Result<Tensor<1>> {
     let vocab = model.config().vocab_size;
     let (b, len, count) = (
         ws.len(),
@@ -360,7 +358,7 @@ fn batch_input(model: &Gpt2, r: &ShardReader, ws: &[Window]) -> Result<Perplexit
     let x = Tensor::<2, Int>::from_data(TensorData::new(x, [b, len]), &device);
     let y = Tensor::<1, Int>::from_data(TensorData::new(y, [b * count]), &device);
     let logits = model.forward(x).narrow(1, len - count, count); // (B, count, V)
-    Ok(PerplexityInput::new(logits.reshape([b * count, vocab]), y))
+    Ok(token_nll(logits.reshape([b * count, vocab]), y))
 }
 
 /// UTF-8 bytes of the text whose tokens were the targets `1..=n_pred` of a shard.
