@@ -518,19 +518,16 @@ impl Gpt2 {
         let [b, t, c] = x.dims();
         let w = self.wte.weight.val(); // (V, C)
         let [v, _] = w.dims();
-        // As 4 batched row blocks rather than one (B·T, C)·(C, V) product. Same numbers, but
-        // flex's gemm gives each block of a batched matmul its own thread, while it splits one
-        // long-k product badly: the autodiff backward's dx = G·wte (k = V = 50257) ran at
-        // 44 GFLOP/s as one product and 93 as blocks, making a CPU training step 10–20% faster
-        // (experiments/RESULTS.md). GPUs do not mind either form.
-        let n = b * t;
-        let blocks = if n % 4 == 0 { 4 } else { 1 };
-        let x = x.reshape([blocks, n / blocks, c]);
+        // One (1, B·T, C)·(1, C, V) product. It was 4 batched row blocks while the loss ran
+        // unfused (flex gives each matrix of a batched product its own thread); with the fused
+        // loss, one product is as fast or faster on 2 cores and B batched products are slower
+        // (experiments/RESULTS.md, attempts).
+        let x = x.reshape([1, b * t, c]);
         let w = w.transpose().unsqueeze::<3>(); // (1, C, V)
         let logits = match self.config.compute_dtype.cast_dtype() {
             None => x.matmul(w),
             Some(d) => x.cast(d).matmul(w.cast(d)).cast(FloatDType::F32),
-        }; // (blocks, N / blocks, V)
+        }; // (1, B·T, V)
         logits.reshape([b, t, v])
     }
 

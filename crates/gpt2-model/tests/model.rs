@@ -413,8 +413,8 @@ fn forward_loss_has_the_value_and_gradients_of_the_log_softmax_loss() {
     );
     assert!(max_abs_diff(&to_vec(ga), &to_vec(gb)) < 1e-5);
 
-    // The LM head is computed in 4 row blocks when B·T allows (here 4 × 7 rows) and in one
-    // product otherwise (1 × 7): both give each sequence the same logits.
+    // A batch of 4 sequences and each sequence alone get the same logits (the batched LM head
+    // and attention mix no rows).
     let four: Vec<i64> = (0..28).map(|i| (i * 29 + 5) % 97).collect();
     let blocked = to_vec(model.forward(tokens(&four, 4, &device)));
     for (row, ids) in four.chunks(7).enumerate() {
