@@ -30,7 +30,7 @@ use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, LayerNormConfig, Li
 use burn::tensor::activation::{log_softmax, sigmoid, softmax};
 use burn::tensor::module::{attention, linear};
 use burn::tensor::ops::{AttentionModuleOptions, IndexingUpdateOp};
-use burn::tensor::{Device, FloatDType, Int, Tensor, TensorData};
+use burn::tensor::{Bool, Device, FloatDType, Int, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -202,17 +202,52 @@ impl CausalSelfAttention {
             softcap: None,
             is_causal: true,
         };
+        let (q, k, v) = match dt {
+            None => (q, k, v),
+            Some(d) => (q.cast(d), k.cast(d), v.cast(d)),
+        };
+        // Training (autodiff, no cache) takes our composition; inference Burn's attention op.
+        let y = if q.is_autodiff() && k.dims()[2] == t {
+            causal_attention_train(q, k, v, options.scale.unwrap_or(1.0))
+        } else {
+            attention(q, k, v, None, None, options)
+        };
         let y = match dt {
-            None => attention(q, k, v, None, None, options),
-            Some(d) => attention(q.cast(d), k.cast(d), v.cast(d), None, None, options)
-                .cast(FloatDType::F32),
+            None => y,
+            Some(_) => y.cast(FloatDType::F32),
         }; // (B, nh, T, hd)
         let y = y.swap_dims(1, 2).reshape([b, t, c]); // (B, T, C): heads side by side
         self.resid_dropout.forward(linear_at(&self.c_proj, y, dt))
     }
 }
 
-/// The position-wise MLP: `c_fc` (C → 4C), tanh-approximate GELU, `c_proj` (4C → C).
+/// Causal softmax attention for training, `softmax(q·kᵀ·scale + causal) · v`, composed so that
+/// autodiff records fewer `[B, nh, T, T]` ops than Burn 0.22's fallback (which autodiff uses, as
+/// it has no attention op of its own): the scale goes on `q` (`T/hd` times smaller than the
+/// scores), the causal mask is a constant additive bias instead of a tracked `mask_fill`, the
+/// row max is taken off the graph (softmax does not depend on the shift, so its gradient
+/// through the max is exactly zero), and the normaliser is a multiply by a `[.., T, 1]`
+/// reciprocal. Same function; see experiments/RESULTS.md (attempts) for the measured gain.
+///
+/// # Shapes
+/// - `q`, `k`, `v`: `[B, nh, T, hd]` → `[B, nh, T, hd]`
+fn causal_attention_train(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, scale: f64) -> Tensor<4> {
+    let [_, _, t, _] = q.dims();
+    let scores = (q * scale).matmul(k.swap_dims(2, 3)); // (B, nh, T, T)
+    let device = scores.clone().without_autodiff().device();
+    let future = Tensor::<2, Bool>::tril_mask([t, t], 0, &device); // true above the diagonal
+    let bias = Tensor::<2>::zeros([t, t], &device)
+        .mask_fill(future, f32::NEG_INFINITY)
+        .cast(scores.dtype())
+        .unsqueeze::<4>(); // (1, 1, T, T), constant
+    let scores = scores + bias;
+    let max = scores.clone().without_autodiff().max_dim(3); // (B, nh, T, 1), constant
+    let e = (scores - max).exp();
+    let norm = e.clone().sum_dim(3).recip(); // (B, nh, T, 1)
+    (e * norm).matmul(v)
+}
+
+/// The position-wise MLP/// The position-wise MLP: `c_fc` (C → 4C), tanh-approximate GELU, `c_proj` (4C → C).
 #[derive(Module, Debug)]
 pub struct Mlp {
     /// Expansion, weight `[C, 4C]`.
@@ -620,4 +655,66 @@ pub fn cross_entropy_reference(logits: Tensor<3>, targets: Tensor<2, Int>) -> Te
     let logp = log_softmax(to_f32(logits).reshape([b * t, v]), 1); // (B*T, V)
     let picked = logp.gather(1, targets.reshape([b * t, 1])); // (B*T, 1)
     picked.mean().neg()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(t: Tensor<4>) -> Vec<f32> {
+        t.into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap()
+    }
+
+    /// The training composition against Burn's attention op (causal, same scale): outputs and
+    /// the gradients of q, k and v under a non-uniform upstream gradient.
+    #[test]
+    fn training_attention_equals_burns_attention_in_value_and_gradient() {
+        let device = Device::flex().autodiff();
+        let shape = [2, 3, 7, 4];
+        let n: usize = shape.iter().product();
+        let leaf = |salt: usize| {
+            let data: Vec<f32> = (0..n)
+                .map(|i| (((i * 7919 + salt * 104_729) % 1013) as f32 / 1013.0 - 0.5) * 3.0)
+                .collect();
+            Tensor::<4>::from_data(TensorData::new(data, shape), &device).require_grad()
+        };
+        let weights: Vec<f32> = (0..n)
+            .map(|i| ((i * 31) % 17) as f32 / 17.0 - 0.3)
+            .collect();
+        let w = Tensor::<4>::from_data(TensorData::new(weights, shape), &device);
+        let scale = 0.5;
+        let run = |ours: bool| {
+            let (q, k, v) = (leaf(1), leaf(2), leaf(3));
+            let y = if ours {
+                causal_attention_train(q.clone(), k.clone(), v.clone(), scale)
+            } else {
+                let options = AttentionModuleOptions {
+                    scale: Some(scale),
+                    softcap: None,
+                    is_causal: true,
+                };
+                attention(q.clone(), k.clone(), v.clone(), None, None, options)
+            };
+            let grads = (y.clone() * w.clone()).sum().backward();
+            let g = |x: &Tensor<4>| values(x.grad(&grads).unwrap());
+            (values(y), g(&q), g(&k), g(&v))
+        };
+        let (a, b) = (run(true), run(false));
+        for (name, x, y) in [
+            ("y", &a.0, &b.0),
+            ("dq", &a.1, &b.1),
+            ("dk", &a.2, &b.2),
+            ("dv", &a.3, &b.3),
+        ] {
+            let diff = x
+                .iter()
+                .zip(y)
+                .map(|(p, q)| (p - q).abs())
+                .fold(0.0, f32::max);
+            assert!(diff < 1e-5, "{name}: max |diff| {diff}");
+        }
+    }
 }
