@@ -197,19 +197,21 @@ impl CausalSelfAttention {
             }
             cache.kv = Some((k.clone(), v.clone()));
         }
-        let options = AttentionModuleOptions {
-            scale: Some(1.0 / (hd as f64).sqrt()),
-            softcap: None,
-            is_causal: true,
-        };
+        let scale = 1.0 / (hd as f64).sqrt();
         let (q, k, v) = match dt {
             None => (q, k, v),
             Some(d) => (q.cast(d), k.cast(d), v.cast(d)),
         };
-        // Training (autodiff, no cache) takes our composition; inference Burn's attention op.
+        // Training (autodiff, no past keys) takes our composition; inference Burn's op, whose
+        // causal mask is aligned bottom-right for a KV cache.
         let y = if q.is_autodiff() && k.dims()[2] == t {
-            causal_attention_train(q, k, v, options.scale.unwrap_or(1.0))
+            causal_attention_train(q, k, v, scale)
         } else {
+            let options = AttentionModuleOptions {
+                scale: Some(scale),
+                softcap: None,
+                is_causal: true,
+            };
             attention(q, k, v, None, None, options)
         };
         let y = match dt {
@@ -247,7 +249,7 @@ fn causal_attention_train(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, scale: f64) 
     (e * norm).matmul(v)
 }
 
-/// The position-wise MLP/// The position-wise MLP: `c_fc` (C → 4C), tanh-approximate GELU, `c_proj` (4C → C).
+/// The position-wise MLP: `c_fc` (C → 4C), tanh-approximate GELU, `c_proj` (4C → C).
 #[derive(Module, Debug)]
 pub struct Mlp {
     /// Expansion, weight `[C, 4C]`.
@@ -612,9 +614,10 @@ pub fn cross_entropy(logits: Tensor<3>, targets: Tensor<2, Int>) -> Tensor<1> {
     let [b, t, v] = logits.dims();
     let n = b * t;
     let logits = to_f32(logits).reshape([n, v]); // (N, V), tracked
-                                                 // Off the autodiff backend, not just detached: Burn's autodiff has no softmax of its own and
-                                                 // decomposes it into five ops (one a single-threaded scalar `exp` over [N, V]); the inner
-                                                 // backend's softmax is flex's fused, row-parallel SIMD kernel.
+
+    // Off the autodiff backend, not just detached: Burn's autodiff has no softmax of its own and
+    // decomposes it into five ops (one a single-threaded scalar `exp` over [N, V]); the inner
+    // backend's softmax is flex's fused, row-parallel SIMD kernel.
     let plain = logits.clone().without_autodiff(); // (N, V), no graph from here on
     let device = plain.device();
     let targets = targets.without_autodiff().reshape([n, 1]);
