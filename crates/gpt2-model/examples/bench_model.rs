@@ -46,7 +46,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut loss_value = 0.0;
     for step in 0..=steps {
         let start = Instant::now();
-        let (_, loss) = model.forward_loss(
+        let loss = model.forward_loss(
             batch(b, t, v, step, &device),
             batch(b, t, v, step + 1, &device),
         );

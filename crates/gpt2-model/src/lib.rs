@@ -3,7 +3,8 @@
 //!
 //! Backends are chosen by device (`Device::flex()` on CPU, `.autodiff()` for training); the
 //! model code has no backend type parameter. Files, in the order data flows through them:
-//! [`config`] (sizes, presets, YAML, validation, counts) → [`model`] (the network, init, loss)
+//! [`config`] (sizes, presets, YAML, validation, counts) → [`model`] (the network, init, loss;
+//! its training attention and LM-head loss are ops with hand-written backward passes in `fused.rs`)
 //! → [`params`] (weight-decay groups) → [`generate`] (KV-cache sampling) → [`hf`] (Hugging
 //! Face weights in and out); [`error`] holds the crate's one error type.
 //!
@@ -16,7 +17,7 @@
 //! let model = Gpt2::new(&config, &device, 1337)?;
 //! let ids = Tensor::<2, Int>::from_data(TensorData::new(vec![464i64, 3290, 318, 257], [1, 4]), &device);
 //! let targets = Tensor::<2, Int>::from_data(TensorData::new(vec![3290i64, 318, 257, 922], [1, 4]), &device);
-//! let (logits, loss) = model.forward_loss(ids, targets); // logits [1, 4, 50257]
+//! let loss = model.forward_loss(ids, targets); // mean cross-entropy, [1]
 //! let grads = loss.backward();
 //! assert!(model.wte.weight.val().grad(&grads).is_some());
 //!
@@ -32,6 +33,7 @@ use gpt2_llvm_stubs as _;
 
 pub mod config;
 pub mod error;
+mod fused;
 pub mod generate;
 pub mod hf;
 pub mod model;
@@ -42,7 +44,7 @@ pub use error::{ModelError, Result};
 pub use generate::GenerateConfig;
 pub use hf::{load_hf, load_hf_with_config, read_hf_config, save_hf};
 pub use model::{
-    cross_entropy, cross_entropy_reference, gelu_tanh, token_nll, Block, CausalSelfAttention, Gpt2,
+    cross_entropy, cross_entropy_reference, gelu_tanh, lm_head_loss, token_nll, Block, CausalSelfAttention, Gpt2,
     KvCache, LayerKv, Mlp,
 };
 pub use params::DecayGroups;

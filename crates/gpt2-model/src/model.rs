@@ -25,6 +25,7 @@
 //! there is no dropout on the attention weights (HF's `attn_pdrop`). Dropout only acts on an
 //! autodiff device with the module in training mode.
 
+use burn::backend::Dispatch;
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::activation::{log_softmax, sigmoid, softmax};
@@ -36,6 +37,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::config::{ComputeDtype, Gpt2Config};
 use crate::error::Result;
+use crate::fused::FusedOps;
 
 /// Std of wte and of every Linear weight (OpenAI `model.py`, nanoGPT).
 pub const INIT_STD: f64 = 0.02;
@@ -223,30 +225,30 @@ impl CausalSelfAttention {
     }
 }
 
-/// Causal softmax attention for training, `softmax(q·kᵀ·scale + causal) · v`, composed so that
-/// autodiff records fewer `[B, nh, T, T]` ops than Burn 0.22's fallback (which autodiff uses, as
-/// it has no attention op of its own): the scale goes on `q` (`T/hd` times smaller than the
-/// scores), the causal mask is a constant additive bias instead of a tracked `mask_fill`, the
-/// row max is taken off the graph (softmax does not depend on the shift, so its gradient
-/// through the max is exactly zero), and the normaliser is a multiply by a `[.., T, 1]`
-/// reciprocal. Same function; see experiments/RESULTS.md (attempts) for the measured gain.
+/// Causal softmax attention for training, `softmax(q·kᵀ·scale + causal) · v`, as one op with a
+/// hand-written backward (`fused.rs`). Burn 0.22's autodiff has no attention op of its own: on an
+/// autodiff device `attention` is `attention_fallback`, ~12 tracked ops over `[B, nh, T, T]`
+/// (scale, mask, max, sub, exp, sum, div, ...), each with its own backward. This op keeps the
+/// softmax probabilities `P` and computes the gradients in closed form (four products and two
+/// elementwise passes over `[B, nh, T, T]`); see experiments/RESULTS.md (attempts).
 ///
 /// # Shapes
 /// - `q`, `k`, `v`: `[B, nh, T, hd]` → `[B, nh, T, hd]`
-fn causal_attention_train(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, scale: f64) -> Tensor<4> {
+pub fn causal_attention_train(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, scale: f64) -> Tensor<4> {
     let [_, _, t, _] = q.dims();
-    let scores = (q * scale).matmul(k.swap_dims(2, 3)); // (B, nh, T, T)
-    let device = scores.clone().without_autodiff().device();
+    let device = q.device();
     let future = Tensor::<2, Bool>::tril_mask([t, t], 0, &device); // true above the diagonal
     let bias = Tensor::<2>::zeros([t, t], &device)
         .mask_fill(future, f32::NEG_INFINITY)
-        .cast(scores.dtype())
+        .cast(q.dtype())
         .unsqueeze::<4>(); // (1, 1, T, T), constant
-    let scores = scores + bias;
-    let max = scores.clone().without_autodiff().max_dim(3); // (B, nh, T, 1), constant
-    let e = (scores - max).exp();
-    let norm = e.clone().sum_dim(3).recip(); // (B, nh, T, 1)
-    (e * norm).matmul(v)
+    Tensor::from_dispatch(<Dispatch as FusedOps>::causal_attention(
+        q.into_dispatch(),
+        k.into_dispatch(),
+        v.into_dispatch(),
+        bias.into_dispatch(),
+        scale,
+    ))
 }
 
 /// The position-wise MLP: `c_fc` (C → 4C), tanh-approximate GELU, `c_proj` (4C → C).
@@ -514,6 +516,16 @@ impl Gpt2 {
         offset: usize,
         caches: Option<&mut Vec<LayerKv>>,
     ) -> Tensor<3> {
+        self.lm_head(self.hidden(tokens, offset, caches))
+    }
+
+    /// Everything before the LM head: embeddings, the blocks and `ln_f`, `[B, T, C]`.
+    fn hidden(
+        &self,
+        tokens: Tensor<2, Int>,
+        offset: usize,
+        caches: Option<&mut Vec<LayerKv>>,
+    ) -> Tensor<3> {
         let [_, t] = tokens.dims();
         assert!(
             offset + t <= self.config.block_size,
@@ -544,7 +556,7 @@ impl Gpt2 {
                 }
             }
         }
-        self.lm_head(self.ln_f.forward(x))
+        self.ln_f.forward(x)
     }
 
     /// The tied LM head: `x · wteᵀ`.
@@ -573,16 +585,37 @@ impl Gpt2 {
         cross_entropy(logits, targets)
     }
 
-    /// Forward pass and loss in one call; returns `(logits, loss)`.
-    pub fn forward_loss(
-        &self,
-        tokens: Tensor<2, Int>,
-        targets: Tensor<2, Int>,
-    ) -> (Tensor<3>, Tensor<1>) {
-        let logits = self.forward(tokens);
-        let loss = cross_entropy(logits.clone(), targets);
-        (logits, loss)
+    /// Mean cross-entropy of the next-token predictions (the training loss), `[1]`. The same
+    /// value as `loss(forward(tokens), targets)`, but the LM head and the loss are one op
+    /// ([`lm_head_loss`]), so the `[B, T, V]` logits are never returned or tracked.
+    ///
+    /// # Shapes
+    /// - `tokens`, `targets`: `[B, T]`, `T <= block_size`, targets `< vocab_size`
+    pub fn forward_loss(&self, tokens: Tensor<2, Int>, targets: Tensor<2, Int>) -> Tensor<1> {
+        let [b, t] = tokens.dims();
+        let h = self.hidden(tokens, 0, None).reshape([b * t, self.config.n_embd]);
+        let wte = self.wte.weight.val();
+        let (h, wte) = match self.config.compute_dtype.cast_dtype() {
+            None => (h, wte),
+            Some(d) => (h.cast(d), wte.cast(d)),
+        };
+        lm_head_loss(h, wte, targets.reshape([b * t]))
     }
+}
+
+/// Mean cross-entropy (nats, f32) of the tied LM head `h·wteᵀ` against `targets`, as one op with
+/// a hand-written backward (`fused.rs`): the logits go straight into flex's fused softmax, and
+/// the backward forms `G = p − onehot(t)` in place and takes `dh = G·wte`, `dwte = Gᵀ·h` (scaled
+/// by `1/N` on those small results). Matmuls run in the inputs' dtype, the softmax in f32.
+///
+/// # Shapes
+/// - `h`: `[N, C]`, `wte`: `[V, C]`, `targets`: `[N]` with ids `< V` → `[1]`
+pub fn lm_head_loss(h: Tensor<2>, wte: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
+    Tensor::from_dispatch(<Dispatch as FusedOps>::lm_head_loss(
+        h.into_dispatch(),
+        wte.into_dispatch(),
+        targets.into_dispatch(),
+    ))
 }
 
 fn to_f32<const D: usize>(x: Tensor<D>) -> Tensor<D> {
@@ -664,14 +697,59 @@ pub fn cross_entropy_reference(logits: Tensor<3>, targets: Tensor<2, Int>) -> Te
 mod tests {
     use super::*;
 
-    fn values(t: Tensor<4>) -> Vec<f32> {
+    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
         t.into_data()
             .convert::<f32>()
             .try_into_vec::<f32>()
             .unwrap()
     }
 
-    /// The training composition against Burn's attention op (causal, same scale): outputs and
+    fn max_diff(x: &[f32], y: &[f32]) -> f32 {
+        x.iter().zip(y).map(|(p, q)| (p - q).abs()).fold(0.0, f32::max)
+    }
+
+    /// The fused LM head + loss against the textbook composition (matmul, `log_softmax`,
+    /// gather, mean) under autodiff: the loss and the gradients of `h` and `wte`, with an upstream
+    /// gradient other than 1, for ordinary logits and for huge ones (target probabilities that
+    /// underflow f32).
+    #[test]
+    fn lm_head_loss_equals_the_composed_head_and_loss() {
+        let device = Device::flex().autodiff();
+        let (n, c, v) = (10, 6, 300);
+        let targets: Vec<i64> = (0..n as i64).map(|i| (i * 61 + 7) % v as i64).collect();
+        let targets = Tensor::<1, Int>::from_data(TensorData::new(targets, [n]), &device);
+        for scale in [1.0f32, 300.0] {
+            let leaf = |rows: usize, salt: usize| {
+                let data: Vec<f32> = (0..rows * c)
+                    .map(|i| (((i * 7919 + salt * 104_729) % 1013) as f32 / 1013.0 - 0.5) * scale)
+                    .collect();
+                Tensor::<2>::from_data(TensorData::new(data, [rows, c]), &device).require_grad()
+            };
+            let run = |fused: bool| {
+                let (h, wte) = (leaf(n, 1), leaf(v, 2));
+                let loss = if fused {
+                    lm_head_loss(h.clone(), wte.clone(), targets.clone())
+                } else {
+                    let logits = h.clone().matmul(wte.clone().transpose()).reshape([1, n, v]);
+                    cross_entropy_reference(logits, targets.clone().reshape([1, n]))
+                };
+                let grads = (loss.clone() * 3.0).backward();
+                let g = |x: &Tensor<2>| values(x.grad(&grads).unwrap());
+                (values(loss), g(&h), g(&wte))
+            };
+            let (a, b) = (run(true), run(false));
+            assert!(a.0[0].is_finite(), "{scale}: loss {}", a.0[0]);
+            let rel = (a.0[0] - b.0[0]).abs() / b.0[0].abs().max(1.0);
+            assert!(rel < 1e-5, "{scale}: loss {} vs {}", a.0[0], b.0[0]);
+            for (name, x, y) in [("dh", &a.1, &b.1), ("dwte", &a.2, &b.2)] {
+                let top = y.iter().fold(0f32, |m, g| m.max(g.abs()));
+                let diff = max_diff(x, y);
+                assert!(diff <= 1e-5 * top.max(1e-3), "{scale} {name}: max |diff| {diff}");
+            }
+        }
+    }
+
+    /// The fused training attention against Burn's attention op (causal, same scale): outputs and
     /// the gradients of q, k and v under a non-uniform upstream gradient.
     #[test]
     fn training_attention_equals_burns_attention_in_value_and_gradient() {
@@ -712,11 +790,7 @@ mod tests {
             ("dk", &a.2, &b.2),
             ("dv", &a.3, &b.3),
         ] {
-            let diff = x
-                .iter()
-                .zip(y)
-                .map(|(p, q)| (p - q).abs())
-                .fold(0.0, f32::max);
+            let diff = max_diff(x, y);
             assert!(diff < 1e-5, "{name}: max |diff| {diff}");
         }
     }

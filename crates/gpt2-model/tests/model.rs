@@ -248,7 +248,7 @@ fn half_precision_path_is_differentiable() {
     c.compute_dtype = ComputeDtype::F16;
     let model = Gpt2::new(&c, &device, 2).unwrap();
     let ids: Vec<i64> = (0..8).collect();
-    let (_, loss) = model.forward_loss(tokens(&ids, 1, &device), tokens(&ids, 1, &device));
+    let loss = model.forward_loss(tokens(&ids, 1, &device), tokens(&ids, 1, &device));
     let grads = loss.backward();
     let g = model.h[0]
         .attn
@@ -366,8 +366,7 @@ fn forward_loss_has_the_value_and_gradients_of_the_log_softmax_loss() {
     let ids: Vec<i64> = (0..(b * t) as i64).map(|i| (i * 37 + 11) % 97).collect();
     let targets: Vec<i64> = (0..(b * t) as i64).map(|i| (i * 53 + 3) % 97).collect();
 
-    let (logits, fused) =
-        model.forward_loss(tokens(&ids, b, &device), tokens(&targets, b, &device));
+    let fused = model.forward_loss(tokens(&ids, b, &device), tokens(&targets, b, &device));
     let g1 = fused.backward();
     let reference = cross_entropy_reference(
         model.forward(tokens(&ids, b, &device)),
@@ -377,8 +376,6 @@ fn forward_loss_has_the_value_and_gradients_of_the_log_softmax_loss() {
 
     let (f, r) = (to_vec(fused)[0], to_vec(reference)[0]);
     assert!((f - r).abs() < 1e-5, "loss {f} vs {r}");
-    let plain = to_vec(model.forward(tokens(&ids, b, &device)));
-    assert!(max_abs_diff(&to_vec(logits), &plain) < 1e-6);
     // The tied wte (LM head + embedding), the last block's MLP, the first block's attention
     // (through every layer) and ln_f.
     let pairs = [
@@ -426,7 +423,7 @@ fn forward_loss_has_the_value_and_gradients_of_the_log_softmax_loss() {
     // Without autodiff, the same loss.
     let eval = model.valid();
     let d = eval.device();
-    let (_, loss) = eval.forward_loss(tokens(&ids, b, &d), tokens(&targets, b, &d));
+    let loss = eval.forward_loss(tokens(&ids, b, &d), tokens(&targets, b, &d));
     assert!((to_vec(loss)[0] - r).abs() < 1e-5);
 }
 
@@ -536,7 +533,7 @@ fn every_parameter_gets_a_gradient_in_f32_and_f16() {
         let model = Gpt2::new(&config, &device, 17).unwrap();
         let ids: Vec<i64> = (0..24).map(|i| (i * 13 + 1) % 97).collect();
         let targets: Vec<i64> = (0..24).map(|i| (i * 29 + 3) % 97).collect();
-        let (_, loss) = model.forward_loss(tokens(&ids, 2, &device), tokens(&targets, 2, &device));
+        let loss = model.forward_loss(tokens(&ids, 2, &device), tokens(&targets, 2, &device));
         let grads = loss.backward();
         let mut check = GradCheck {
             grads: &grads,

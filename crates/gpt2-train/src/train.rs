@@ -111,7 +111,7 @@ pub fn evaluate(
     let mut mean = LossMetric::new();
     for i in 0..n {
         let (x, y) = batch_tensors(&loader.next_batch(), b, t, &device);
-        let (_, loss) = model.forward_loss(x, y);
+        let loss = model.forward_loss(x, y);
         let meta = metric_metadata((i + 1) * (b * t) as u64, n * (b * t) as u64);
         mean.update(&LossInput::new(loss.reshape([1])), &meta)
             .map_err(|e| TrainError::Device {
@@ -254,7 +254,7 @@ pub fn train(plan: TrainPlan, opts: &TrainOptions) -> Result<Summary> {
         let ls = if f16 { state.loss_scale } else { 1.0 };
         for _ in 0..plan.grad_accum_steps {
             let (x, y) = batch_tensors(&train_loader.next_batch(), b, t, &device);
-            let (_, loss) = model.forward_loss(x, y);
+            let loss = model.forward_loss(x, y);
             // Scale by 1/accum so the accumulated gradient is that of the mean over the step.
             let scaled = loss.clone().mul_scalar(ls / plan.grad_accum_steps as f64);
             loss_sum += loss.into_scalar::<f32>() as f64;

@@ -158,7 +158,7 @@ fn global_norm_equals_a_hand_computation() {
         ),
         &device,
     );
-    let (_, loss) = model.forward_loss(x, y);
+    let loss = model.forward_loss(x, y);
     let grads = GradientsParams::from_grads(loss.backward(), &model);
     struct Hand<'a>(&'a GradientsParams, f64, usize);
     impl ModuleVisitor for Hand<'_> {
