@@ -17,12 +17,16 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::ops::{ActivationOps, FloatTensorOps};
 use burn::backend::tensor::IndexingUpdateOp;
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{backend_extension, Autodiff, Backend, Flex, Scalar, TensorMetadata};
-use burn::tensor::{DType, FloatDType, Shape};
+use burn::tensor::{DType, FloatDType, Shape, TensorData};
 
-/// The fused ops. Concrete backends get the forward from the default bodies; `Autodiff<B>`
+use crate::kernels;
+
+/// The fused ops, as a backend extension: concrete backends run the forward, `Autodiff<B>`
 /// adds the backward.
 #[backend_extension(Flex, Cube: cfg(feature = "cuda"), Autodiff)]
 pub trait FusedOps: Backend {
@@ -32,9 +36,7 @@ pub trait FusedOps: Backend {
         h: FloatTensor<Self>,
         wte: FloatTensor<Self>,
         targets: IntTensor<Self>,
-    ) -> FloatTensor<Self> {
-        lm_head_forward::<Self>(h, wte, targets).0
-    }
+    ) -> FloatTensor<Self>;
 
     /// `softmax(q·kᵀ·scale + bias)·v` for `q, k, v` `[B, nh, T, hd]` and a constant additive
     /// `bias` `[1, 1, T, T]` (0 on and below the diagonal, −∞ above).
@@ -44,14 +46,160 @@ pub trait FusedOps: Backend {
         v: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         scale: f64,
+    ) -> FloatTensor<Self>;
+}
+
+/// The row-wise pieces the fused ops are built from. The defaults compose the backend's own
+/// ops (what a GPU backend runs); flex overrides them with the SIMD, multi-threaded, in-place
+/// kernels of `kernels.rs`.
+pub trait RowKernels: Backend {
+    /// `(mean −ln softmax(l)[t] as f32 [1], softmax(l) − onehot(t) as f32 [N, V])` for
+    /// `logits` `[N, V]` and `targets` `[N]`.
+    fn softmax_xent(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let [n, _] = [dims(&logits)[0], dims(&logits)[1]];
+        let device = logits.device();
+        let logits = to_f32::<Self>(logits);
+        let targets = Self::int_reshape(targets, Shape::new([n, 1]));
+        let p = Self::softmax(logits.clone(), 1);
+        // −ln p[t] = lse − l[t], with lse = m − ln(max p) (max p ≥ 1/V, so its log is finite).
+        let m = Self::float_max_dim(logits.clone(), 1); // (N, 1)
+        let lse = Self::float_sub(m, Self::float_log(Self::float_max_dim(p.clone(), 1)));
+        let picked = Self::float_gather(1, logits, targets.clone());
+        let loss = Self::float_mean(Self::float_sub(lse, picked)); // [1]
+        let minus_one = Self::float_full(
+            Shape::new([n, 1]),
+            Scalar::from(-1.0f32),
+            &device,
+            FloatDType::F32,
+        );
+        let g = Self::float_scatter(1, p, targets, minus_one, IndexingUpdateOp::Add);
+        (loss, g)
+    }
+
+    /// Softmax over the last axis of `scores` `[B, nh, T_q, T_k]` after adding the causal
+    /// `bias` `[1, 1, T_q, T_k]`.
+    fn causal_softmax(scores: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::softmax(Self::float_add(scores, bias), 3)
+    }
+
+    /// Softmax's backward `p ⊙ (dp − delta)`, `delta` `[.., T, 1]` broadcast along the rows.
+    fn softmax_backward(
+        p: FloatTensor<Self>,
+        dp: FloatTensor<Self>,
+        delta: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        attention_forward::<Self>(q, k, v, bias, scale).0
+        Self::float_mul(p, Self::float_sub(dp, delta))
     }
 }
 
-impl FusedOps for Flex {}
+/// The concrete forward of both ops on a backend with row kernels.
+macro_rules! concrete_fused_ops {
+    ($backend:ty) => {
+        impl FusedOps for $backend {
+            fn lm_head_loss(
+                h: FloatTensor<Self>,
+                wte: FloatTensor<Self>,
+                targets: IntTensor<Self>,
+            ) -> FloatTensor<Self> {
+                lm_head_forward::<Self>(h, wte, targets).0
+            }
+
+            fn causal_attention(
+                q: FloatTensor<Self>,
+                k: FloatTensor<Self>,
+                v: FloatTensor<Self>,
+                bias: FloatTensor<Self>,
+                scale: f64,
+            ) -> FloatTensor<Self> {
+                attention_forward::<Self>(q, k, v, bias, scale).0
+            }
+        }
+    };
+}
+
+concrete_fused_ops!(Flex);
 #[cfg(feature = "cuda")]
-impl FusedOps for burn::backend::Cube {}
+concrete_fused_ops!(burn::backend::Cube);
+#[cfg(feature = "cuda")]
+impl RowKernels for burn::backend::Cube {}
+
+/// A flex tensor's elements as one contiguous slice (copying only a strided or shared one).
+fn flex_f32_mut(t: &mut FlexTensor) -> &mut [f32] {
+    if !t.is_contiguous() {
+        *t = t.to_contiguous();
+    }
+    let (start, end) = t.layout().contiguous_offsets().expect("contiguous");
+    &mut t.storage_mut::<f32>()[start..end]
+}
+
+fn flex_f32(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+    match t.as_slice::<f32>() {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>().expect("f32").to_vec()),
+    }
+}
+
+fn flex_ids(t: &FlexTensor) -> Vec<usize> {
+    let t = t.to_contiguous();
+    // Ids are non-negative by construction; a negative one wraps and fails the kernel's range
+    // check with a message.
+    match t.dtype() {
+        DType::I64 => t
+            .as_slice::<i64>()
+            .expect("contiguous")
+            .iter()
+            .map(|&x| x as usize)
+            .collect(),
+        DType::I32 => t
+            .as_slice::<i32>()
+            .expect("contiguous")
+            .iter()
+            .map(|&x| x as usize)
+            .collect(),
+        DType::U32 => t
+            .as_slice::<u32>()
+            .expect("contiguous")
+            .iter()
+            .map(|&x| x as usize)
+            .collect(),
+        other => panic!("token ids of dtype {other:?} are not supported"),
+    }
+}
+
+impl RowKernels for Flex {
+    fn softmax_xent(logits: FlexTensor, targets: FlexTensor) -> (FlexTensor, FlexTensor) {
+        let v = dims(&logits)[1];
+        let mut g = to_f32::<Flex>(logits);
+        let ids = flex_ids(&targets);
+        let loss = kernels::softmax_xent(flex_f32_mut(&mut g), &ids, v);
+        let loss = FlexTensor::from_data(TensorData::new(vec![loss as f32], [1]));
+        (loss, g)
+    }
+
+    fn causal_softmax(scores: FlexTensor, bias: FlexTensor) -> FlexTensor {
+        if scores.dtype() != DType::F32 {
+            return Flex::softmax(Flex::float_add(scores, bias), 3);
+        }
+        let d = dims(&scores);
+        let (t_q, t_k) = (d[2], d[3]);
+        let mut p = scores;
+        kernels::causal_softmax(flex_f32_mut(&mut p), t_q, t_k);
+        p
+    }
+
+    fn softmax_backward(p: FlexTensor, dp: FlexTensor, delta: FlexTensor) -> FlexTensor {
+        if p.dtype() != DType::F32 || dp.dtype() != DType::F32 || delta.dtype() != DType::F32 {
+            return Flex::float_mul(p, Flex::float_sub(dp, delta));
+        }
+        let t = *dims(&p).last().expect("rank 4");
+        let mut dp = dp;
+        kernels::softmax_backward(&flex_f32(&p), flex_f32_mut(&mut dp), &flex_f32(&delta), t);
+        dp
+    }
+}
 
 fn dims(t: &impl TensorMetadata) -> Vec<usize> {
     t.shape().to_vec()
@@ -65,45 +213,20 @@ fn to_f32<B: Backend>(t: FloatTensor<B>) -> FloatTensor<B> {
     }
 }
 
-/// Returns `(loss [1], p [N, V] f32)`. Matmul in the inputs' dtype, softmax and loss in f32.
-fn lm_head_forward<B: Backend>(
+/// Returns `(loss [1], G = softmax − onehot [N, V] f32)`. Matmul in the inputs' dtype, softmax and
+/// loss in f32.
+fn lm_head_forward<B: RowKernels>(
     h: FloatTensor<B>,
     wte: FloatTensor<B>,
     targets: IntTensor<B>,
 ) -> (FloatTensor<B>, FloatTensor<B>) {
-    let n = dims(&h)[0];
     let logits = to_f32::<B>(B::float_matmul(h, B::float_transpose(wte))); // (N, V)
-    let targets = B::int_reshape(targets, Shape::new([n, 1]));
-    let p = B::softmax(logits.clone(), 1);
-    // -ln p[t] = lse - l[t], with lse = m - ln(max p) (max p ≥ 1/V, so its log is finite).
-    let m = B::float_max_dim(logits.clone(), 1); // (N, 1)
-    let lse = B::float_sub(m, B::float_log(B::float_max_dim(p.clone(), 1)));
-    let picked = B::float_gather(1, logits, targets);
-    let loss = B::float_mean(B::float_sub(lse, picked)); // [1]
-    (loss, p)
-}
-
-/// `G·scale` for `G = p − onehot(targets)`, in `dtype` (consumes `p`, usually in place).
-fn lm_head_dlogits<B: Backend>(
-    p: FloatTensor<B>,
-    targets: IntTensor<B>,
-    dtype: DType,
-) -> FloatTensor<B> {
-    let [n, _] = [dims(&p)[0], dims(&p)[1]];
-    let device = p.device();
-    let targets = B::int_reshape(targets, Shape::new([n, 1]));
-    let minus_one = B::float_full(Shape::new([n, 1]), Scalar::from(-1.0f32), &device, FloatDType::F32);
-    let g = B::float_scatter(1, p, targets, minus_one, IndexingUpdateOp::Add);
-    if dtype == DType::F32 {
-        g
-    } else {
-        B::float_cast(g, dtype.into())
-    }
+    B::softmax_xent(logits, targets)
 }
 
 /// Returns `(O, state)` with the state the backward needs: `(q·s, k, v, P, O)`.
 #[allow(clippy::type_complexity)]
-fn attention_forward<B: Backend>(
+fn attention_forward<B: RowKernels>(
     q: FloatTensor<B>,
     k: FloatTensor<B>,
     v: FloatTensor<B>,
@@ -112,7 +235,7 @@ fn attention_forward<B: Backend>(
 ) -> (FloatTensor<B>, AttentionState<B>) {
     let qs = B::float_mul_scalar(q, Scalar::from(scale));
     let scores = B::float_matmul(qs.clone(), B::float_swap_dims(k.clone(), 2, 3)); // (B, nh, T, T)
-    let p = B::softmax(B::float_add(scores, bias), 3);
+    let p = B::causal_softmax(scores, bias);
     let o = B::float_matmul(p.clone(), v.clone()); // (B, nh, T, hd)
     let state = AttentionState {
         qs,
@@ -140,16 +263,19 @@ struct AttentionState<B: Backend> {
 struct LmHeadLossBackward;
 
 impl<B: Backend> Backward<B, 2> for LmHeadLossBackward {
-    /// `(h, wte, p, targets)`.
-    type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, IntTensor<B>);
+    /// `(h, wte, G = softmax − onehot)`.
+    type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_h, node_wte] = ops.parents;
         let grad = grads.consume::<B>(&ops.node); // [1]
-        let (h, wte, p, targets) = ops.state;
+        let (h, wte, g) = ops.state;
         let n = dims(&h)[0];
-        let g = lm_head_dlogits::<B>(p, targets, h.dtype()); // (N, V), unscaled
-        // The scalar factor g_loss / N is applied to the small results, not to [N, V].
+        let g = match h.dtype() {
+            DType::F32 => g,
+            dtype => B::float_cast(g, dtype.into()),
+        }; // (N, V), unscaled
+           // The scalar factor g_loss / N is applied to the small results, not to [N, V].
         let factor = B::float_mul_scalar(to_f32::<B>(grad), Scalar::from(1.0 / n as f64)); // [1]
         let factor = B::float_reshape(factor, Shape::new([1, 1]));
         let scaled = |t: FloatTensor<B>| {
@@ -175,7 +301,7 @@ impl<B: Backend> Backward<B, 2> for LmHeadLossBackward {
 #[derive(Debug)]
 struct AttentionBackward;
 
-impl<B: Backend> Backward<B, 3> for AttentionBackward {
+impl<B: RowKernels> Backward<B, 3> for AttentionBackward {
     type State = AttentionState<B>;
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
@@ -198,7 +324,7 @@ impl<B: Backend> Backward<B, 3> for AttentionBackward {
         }
         let dp = B::float_matmul(d_o.clone(), B::float_swap_dims(v, 2, 3)); // (B, nh, T, T)
         let delta = B::float_sum_dim(B::float_mul(d_o, o), 3); // (B, nh, T, 1)
-        let ds = B::float_mul(p, B::float_sub(dp, delta));
+        let ds = B::softmax_backward(p, dp, delta);
         if let Some(node) = node_q {
             let dq = B::float_matmul(ds.clone(), k);
             grads.register::<B>(node.id, B::float_mul_scalar(dq, Scalar::from(scale)));
@@ -210,7 +336,7 @@ impl<B: Backend> Backward<B, 3> for AttentionBackward {
     }
 }
 
-impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
+impl<B: RowKernels, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
     fn lm_head_loss(
         h: FloatTensor<Self>,
         wte: FloatTensor<Self>,
@@ -223,12 +349,11 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         {
             OpsKind::Tracked(prep) => {
                 let (h, wte) = (h.into_primitive(), wte.into_primitive());
-                let (loss, p) = lm_head_forward::<B>(h.clone(), wte.clone(), targets.clone());
-                prep.finish((h, wte, p, targets), loss)
+                let (loss, g) = lm_head_forward::<B>(h.clone(), wte.clone(), targets);
+                prep.finish((h, wte, g), loss)
             }
-            OpsKind::UnTracked(prep) => prep.finish(
-                lm_head_forward::<B>(h.into_primitive(), wte.into_primitive(), targets).0,
-            ),
+            OpsKind::UnTracked(prep) => prep
+                .finish(lm_head_forward::<B>(h.into_primitive(), wte.into_primitive(), targets).0),
         }
     }
 

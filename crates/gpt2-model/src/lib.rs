@@ -36,6 +36,7 @@ pub mod error;
 mod fused;
 pub mod generate;
 pub mod hf;
+mod kernels;
 pub mod model;
 pub mod params;
 
@@ -44,7 +45,7 @@ pub use error::{ModelError, Result};
 pub use generate::GenerateConfig;
 pub use hf::{load_hf, load_hf_with_config, read_hf_config, save_hf};
 pub use model::{
-    cross_entropy, cross_entropy_reference, gelu_tanh, lm_head_loss, token_nll, Block, CausalSelfAttention, Gpt2,
-    KvCache, LayerKv, Mlp,
+    cross_entropy, cross_entropy_reference, gelu_tanh, lm_head_loss, token_nll, Block,
+    CausalSelfAttention, Gpt2, KvCache, LayerKv, Mlp,
 };
 pub use params::DecayGroups;

@@ -593,7 +593,9 @@ impl Gpt2 {
     /// - `tokens`, `targets`: `[B, T]`, `T <= block_size`, targets `< vocab_size`
     pub fn forward_loss(&self, tokens: Tensor<2, Int>, targets: Tensor<2, Int>) -> Tensor<1> {
         let [b, t] = tokens.dims();
-        let h = self.hidden(tokens, 0, None).reshape([b * t, self.config.n_embd]);
+        let h = self
+            .hidden(tokens, 0, None)
+            .reshape([b * t, self.config.n_embd]);
         let wte = self.wte.weight.val();
         let (h, wte) = match self.config.compute_dtype.cast_dtype() {
             None => (h, wte),
@@ -705,7 +707,10 @@ mod tests {
     }
 
     fn max_diff(x: &[f32], y: &[f32]) -> f32 {
-        x.iter().zip(y).map(|(p, q)| (p - q).abs()).fold(0.0, f32::max)
+        x.iter()
+            .zip(y)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0.0, f32::max)
     }
 
     /// The fused LM head + loss against the textbook composition (matmul, `log_softmax`,
@@ -744,7 +749,10 @@ mod tests {
             for (name, x, y) in [("dh", &a.1, &b.1), ("dwte", &a.2, &b.2)] {
                 let top = y.iter().fold(0f32, |m, g| m.max(g.abs()));
                 let diff = max_diff(x, y);
-                assert!(diff <= 1e-5 * top.max(1e-3), "{scale} {name}: max |diff| {diff}");
+                assert!(
+                    diff <= 1e-5 * top.max(1e-3),
+                    "{scale} {name}: max |diff| {diff}"
+                );
             }
         }
     }
