@@ -47,6 +47,9 @@ pub trait FusedOps: Backend {
         bias: FloatTensor<Self>,
         scale: f64,
     ) -> FloatTensor<Self>;
+
+    /// GPT-2's tanh-approximate GELU, elementwise.
+    fn gelu(x: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
 /// The row-wise pieces the fused ops are built from. The defaults compose the backend's own
@@ -85,6 +88,16 @@ pub trait RowKernels: Backend {
         Self::softmax(Self::float_add(scores, bias), 3)
     }
 
+    /// GPT-2's GELU, `x·σ(x·(A + B·x²))` (`kernels::GELU_A`, `GELU_B`).
+    fn gelu_tanh_forward(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        composed_gelu::<Self>(x)
+    }
+
+    /// `dy · gelu'(x)`.
+    fn gelu_tanh_backward(x: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self> {
+        composed_gelu_backward::<Self>(x, dy)
+    }
+
     /// Softmax's backward `p ⊙ (dp − delta)`, `delta` `[.., T, 1]` broadcast along the rows.
     fn softmax_backward(
         p: FloatTensor<Self>,
@@ -93,6 +106,26 @@ pub trait RowKernels: Backend {
     ) -> FloatTensor<Self> {
         Self::float_mul(p, Self::float_sub(dp, delta))
     }
+}
+
+fn composed_gelu<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
+    let x2 = B::float_mul(x.clone(), x.clone());
+    let inner = B::float_mul_scalar(x2, Scalar::from(kernels::GELU_B));
+    let inner = B::float_add_scalar(inner, Scalar::from(kernels::GELU_A));
+    let s = B::sigmoid(B::float_mul(inner, x.clone()));
+    B::float_mul(x, s)
+}
+
+/// `dy·(σ(u) + x·σ(u)·(1 − σ(u))·(A + 3B·x²))` with `u = x·(A + B·x²)`.
+fn composed_gelu_backward<B: Backend>(x: FloatTensor<B>, dy: FloatTensor<B>) -> FloatTensor<B> {
+    let (a, b) = (Scalar::from(kernels::GELU_A), kernels::GELU_B);
+    let x2 = B::float_mul(x.clone(), x.clone());
+    let inner = B::float_add_scalar(B::float_mul_scalar(x2.clone(), Scalar::from(b)), a);
+    let s = B::sigmoid(B::float_mul(inner, x.clone()));
+    let du = B::float_add_scalar(B::float_mul_scalar(x2, Scalar::from(3.0 * b)), a);
+    let one_minus_s = B::float_add_scalar(B::float_neg(s.clone()), Scalar::from(1.0f32));
+    let slope = B::float_mul(B::float_mul(x, s.clone()), B::float_mul(one_minus_s, du));
+    B::float_mul(dy, B::float_add(s, slope))
 }
 
 /// The concrete forward of both ops on a backend with row kernels.
@@ -115,6 +148,10 @@ macro_rules! concrete_fused_ops {
                 scale: f64,
             ) -> FloatTensor<Self> {
                 attention_forward::<Self>(q, k, v, bias, scale).0
+            }
+
+            fn gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+                Self::gelu_tanh_forward(x)
             }
         }
     };
@@ -188,6 +225,24 @@ impl RowKernels for Flex {
         let mut p = scores;
         kernels::causal_softmax(flex_f32_mut(&mut p), t_q, t_k);
         p
+    }
+
+    fn gelu_tanh_forward(x: FlexTensor) -> FlexTensor {
+        if x.dtype() != DType::F32 {
+            return composed_gelu::<Flex>(x);
+        }
+        let mut y = x; // the caller keeps its own handle, so this writes a copy
+        kernels::gelu(flex_f32_mut(&mut y));
+        y
+    }
+
+    fn gelu_tanh_backward(x: FlexTensor, dy: FlexTensor) -> FlexTensor {
+        if x.dtype() != DType::F32 || dy.dtype() != DType::F32 {
+            return composed_gelu_backward::<Flex>(x, dy);
+        }
+        let mut dx = dy;
+        kernels::gelu_backward(&flex_f32(&x), flex_f32_mut(&mut dx));
+        dx
     }
 
     fn softmax_backward(p: FlexTensor, dp: FlexTensor, delta: FlexTensor) -> FlexTensor {
@@ -336,7 +391,37 @@ impl<B: RowKernels> Backward<B, 3> for AttentionBackward {
     }
 }
 
+#[derive(Debug)]
+struct GeluBackward;
+
+impl<B: RowKernels> Backward<B, 1> for GeluBackward {
+    /// The input `x` (the derivative is recomputed from it).
+    type State = FloatTensor<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x] = ops.parents;
+        let dy = grads.consume::<B>(&ops.node);
+        if let Some(node) = node_x {
+            grads.register::<B>(node.id, B::gelu_tanh_backward(ops.state, dy));
+        }
+    }
+}
+
 impl<B: RowKernels, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
+    fn gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        match GeluBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let x = x.into_primitive();
+                prep.finish(x.clone(), B::gelu_tanh_forward(x))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::gelu_tanh_forward(x.into_primitive())),
+        }
+    }
+
     fn lm_head_loss(
         h: FloatTensor<Self>,
         wte: FloatTensor<Self>,

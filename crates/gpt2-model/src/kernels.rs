@@ -115,6 +115,16 @@ fn softmax_backward_row(p: &[f32], dp: &mut [f32], delta: f32) {
     }
 }
 
+/// GPT-2's GELU constants: `gelu(x) = x·σ(x·(A + B·x²))` (see `model::gelu_tanh`).
+pub const GELU_A: f32 = 1.595_769_1; // 2·√(2/π)
+/// See [`GELU_A`].
+pub const GELU_B: f32 = 0.044_715 * GELU_A;
+
+#[inline(always)]
+fn sigmoid(z: f32) -> f32 {
+    1.0 / (1.0 + exp_f32(-z))
+}
+
 /// Compiles `$body` (a closure over slices) three times, for AVX-512F, AVX2+FMA and the
 /// baseline, and runs the best one the CPU supports.
 macro_rules! multiversion {
@@ -164,6 +174,37 @@ multiversion!(softmax_backward_rows(p: &[f32], dp: &mut [f32], delta: &[f32], t:
         softmax_backward_row(p, dp, delta);
     }
 });
+
+multiversion!(gelu_slice(x: &mut [f32]) {
+    for x in x.iter_mut() {
+        *x *= sigmoid(*x * (GELU_A + GELU_B * *x * *x));
+    }
+});
+
+multiversion!(gelu_backward_slice(x: &[f32], dy: &mut [f32]) {
+    // d/dx x·σ(u) = σ(u) + x·σ(u)·(1 − σ(u))·u',  u = x·(A + B·x²),  u' = A + 3B·x².
+    for (d, &x) in dy.iter_mut().zip(x) {
+        let x2 = x * x;
+        let s = sigmoid(x * (GELU_A + GELU_B * x2));
+        *d *= s + x * s * (1.0 - s) * (GELU_A + 3.0 * GELU_B * x2);
+    }
+});
+
+/// Elements handed to one rayon task at a time by the elementwise kernels.
+const ELEMS_PER_TASK: usize = 1 << 14;
+
+/// `x ← gelu(x)` elementwise (GPT-2's tanh approximation), in place, in parallel.
+pub fn gelu(x: &mut [f32]) {
+    x.par_chunks_mut(ELEMS_PER_TASK).for_each(gelu_slice);
+}
+
+/// `dy ← dy · gelu'(x)` elementwise, in place, in parallel.
+pub fn gelu_backward(x: &[f32], dy: &mut [f32]) {
+    assert_eq!(x.len(), dy.len(), "gelu_backward: shape");
+    dy.par_chunks_mut(ELEMS_PER_TASK)
+        .zip(x.par_chunks(ELEMS_PER_TASK))
+        .for_each(|(dy, x)| gelu_backward_slice(x, dy));
+}
 
 /// Rows handed to one rayon task at a time.
 const ROWS_PER_TASK: usize = 16;
@@ -287,6 +328,33 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn gelu_and_its_derivative_are_gpt2s_formula() {
+        let x: Vec<f32> = (0..40_001)
+            .map(|i| (i as f32 - 20_000.0) / 1000.0)
+            .collect();
+        let mut y = x.clone();
+        gelu(&mut y);
+        let mut d = vec![1.0; x.len()];
+        gelu_backward(&x, &mut d);
+        let c = (2.0 / std::f64::consts::PI).sqrt();
+        let f = |x: f64| 0.5 * x * (1.0 + (c * (x + 0.044715 * x.powi(3))).tanh());
+        for (i, &x) in x.iter().enumerate() {
+            let xd = x as f64;
+            let h = 1e-4;
+            let df = (f(xd + h) - f(xd - h)) / (2.0 * h);
+            assert!(
+                (y[i] as f64 - f(xd)).abs() < 2e-6 * (1.0 + xd.abs()),
+                "gelu({x})"
+            );
+            assert!(
+                (d[i] as f64 - df).abs() < 1e-5,
+                "gelu'({x}): {} vs {df}",
+                d[i]
+            );
         }
     }
 

@@ -28,7 +28,7 @@
 use burn::backend::Dispatch;
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, LayerNormConfig, Linear};
-use burn::tensor::activation::{log_softmax, sigmoid, softmax};
+use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::module::{attention, linear};
 use burn::tensor::ops::{AttentionModuleOptions, IndexingUpdateOp};
 use burn::tensor::{Bool, Device, FloatDType, Int, Tensor, TensorData};
@@ -288,15 +288,11 @@ impl Mlp {
 
 /// GPT-2's tanh-approximate GELU (HF `gelu_new`), `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`,
 /// computed through the identity `0.5·(1 + tanh(z)) = sigmoid(2z)` as `x·sigmoid(x·(a + b·x²))`
-/// with `a = 2√(2/π)`, `b = 0.044715·a`. Same function; six autodiff ops instead of the eight of
-/// Burn's `gelu_approximate` (one of them a `powf`), and sigmoid is a single fused op forward
-/// and backward. Elementwise ops run on one thread on flex, so their count shows in a CPU step
-/// (experiments/RESULTS.md, attempts).
+/// with `a = 2√(2/π)`, `b = 0.044715·a`. One op with a closed-form backward (`fused.rs`): on
+/// flex a single parallel, vectorised pass each way instead of Burn's `gelu_approximate`, eight
+/// tracked single-threaded ops with a scalar `exp` (experiments/RESULTS.md, attempts).
 pub fn gelu_tanh(x: Tensor<3>) -> Tensor<3> {
-    const A: f64 = 2.0 * core::f64::consts::FRAC_2_SQRT_PI * core::f64::consts::FRAC_1_SQRT_2;
-    const B: f64 = 0.044715 * A;
-    let inner = (x.clone() * x.clone() * B + A) * x.clone();
-    sigmoid(inner) * x
+    Tensor::from_dispatch(<Dispatch as FusedOps>::gelu(x.into_dispatch()))
 }
 
 /// A pre-LayerNorm transformer block: `x + attn(ln_1(x))`, then `x + mlp(ln_2(x))`.
