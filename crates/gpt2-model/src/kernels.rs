@@ -116,7 +116,7 @@ fn softmax_backward_row(p: &[f32], dp: &mut [f32], delta: f32) {
 }
 
 /// GPT-2's GELU constants: `gelu(x) = x·σ(x·(A + B·x²))` (see `model::gelu_tanh`).
-pub const GELU_A: f32 = 1.595_769_1; // 2·√(2/π)
+pub const GELU_A: f32 = 1.595_769; // 2·√(2/π), to f32 precision
 /// See [`GELU_A`].
 pub const GELU_B: f32 = 0.044_715 * GELU_A;
 
