@@ -50,6 +50,10 @@ pub trait FusedOps: Backend {
 
     /// GPT-2's tanh-approximate GELU, elementwise.
     fn gelu(x: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// `−ln softmax(logits)[t]` per row (f32 `[N]`) for `logits` `[N, V]`, `targets` `[N]`;
+    /// evaluation only (no gradient).
+    fn token_nll(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> FloatTensor<Self>;
 }
 
 /// The row-wise pieces the fused ops are built from. The defaults compose the backend's own
@@ -86,6 +90,19 @@ pub trait RowKernels: Backend {
     /// `bias` `[1, 1, T_q, T_k]`.
     fn causal_softmax(scores: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
         Self::softmax(Self::float_add(scores, bias), 3)
+    }
+
+    /// `−ln softmax(logits)[t]` per row, `[N]`, as `lse − l[t]` with `lse = m − ln(max p)`
+    /// (`max p ≥ 1/V`, so its log is finite).
+    fn token_nll_rows(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> FloatTensor<Self> {
+        let n = dims(&logits)[0];
+        let logits = to_f32::<Self>(logits);
+        let targets = Self::int_reshape(targets, Shape::new([n, 1]));
+        let p = Self::softmax(logits.clone(), 1);
+        let m = Self::float_max_dim(logits.clone(), 1); // (N, 1)
+        let lse = Self::float_sub(m, Self::float_log(Self::float_max_dim(p, 1)));
+        let nll = Self::float_sub(lse, Self::float_gather(1, logits, targets));
+        Self::float_reshape(nll, Shape::new([n]))
     }
 
     /// GPT-2's GELU, `x·σ(x·(A + B·x²))` (`kernels::GELU_A`, `GELU_B`).
@@ -152,6 +169,10 @@ macro_rules! concrete_fused_ops {
 
             fn gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
                 Self::gelu_tanh_forward(x)
+            }
+
+            fn token_nll(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> FloatTensor<Self> {
+                Self::token_nll_rows(logits, targets)
             }
         }
     };
@@ -225,6 +246,13 @@ impl RowKernels for Flex {
         let mut p = scores;
         kernels::causal_softmax(flex_f32_mut(&mut p), t_q, t_k);
         p
+    }
+
+    fn token_nll_rows(logits: FlexTensor, targets: FlexTensor) -> FlexTensor {
+        let [n, v] = [dims(&logits)[0], dims(&logits)[1]];
+        let logits = to_f32::<Flex>(logits);
+        let nll = kernels::token_nll(&flex_f32(&logits), &flex_ids(&targets), v);
+        FlexTensor::from_data(TensorData::new(nll, [n]))
     }
 
     fn gelu_tanh_forward(x: FlexTensor) -> FlexTensor {
@@ -391,6 +419,16 @@ impl<B: RowKernels> Backward<B, 3> for AttentionBackward {
     }
 }
 
+/// The backward of an evaluation-only op: contributes nothing.
+#[derive(Debug)]
+struct NoGradient;
+
+impl<B: Backend> Backward<B, 1> for NoGradient {
+    type State = ();
+
+    fn backward(self, _: Ops<(), 1>, _: &mut Gradients, _: &mut Checkpointer) {}
+}
+
 #[derive(Debug)]
 struct GeluBackward;
 
@@ -408,6 +446,12 @@ impl<B: RowKernels> Backward<B, 1> for GeluBackward {
 }
 
 impl<B: RowKernels, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
+    fn token_nll(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> FloatTensor<Self> {
+        // An evaluation op: no gradient flows back through it.
+        let prep = NoGradient.prepare::<C>([logits.node()]).compute_bound();
+        prep.stateless(B::token_nll_rows(logits.into_primitive(), targets))
+    }
+
     fn gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
         match GeluBackward
             .prepare::<C>([x.node()])

@@ -97,6 +97,22 @@ fn xent_row(row: &mut [f32], target: usize) -> f64 {
     (max as f64 + (sum as f64).ln()) - picked as f64
 }
 
+/// `−ln softmax(row)[target]` of one row, read only.
+#[inline(always)]
+fn nll_row(row: &[f32], target: usize) -> f32 {
+    let max = row_max(row);
+    let mut acc = [0.0f32; LANES];
+    let chunks = row.chunks_exact(LANES);
+    let mut sum: f32 = chunks.remainder().iter().map(|&x| exp_f32(x - max)).sum();
+    for chunk in chunks {
+        for (a, &x) in acc.iter_mut().zip(chunk) {
+            *a += exp_f32(x - max);
+        }
+    }
+    sum += acc.iter().sum::<f32>();
+    ((max as f64 + (sum as f64).ln()) - row[target] as f64) as f32
+}
+
 /// One row of causal attention scores: softmax over the first `valid` entries, zeros after.
 #[inline(always)]
 fn causal_softmax_row(row: &mut [f32], valid: usize) {
@@ -157,6 +173,12 @@ macro_rules! multiversion {
 multiversion!(xent_rows(rows: &mut [f32], targets: &[usize], nll: &mut [f64], v: usize) {
     for ((row, &t), out) in rows.chunks_exact_mut(v).zip(targets).zip(nll) {
         *out = xent_row(row, t);
+    }
+});
+
+multiversion!(nll_rows(rows: &[f32], targets: &[usize], nll: &mut [f32], v: usize) {
+    for ((row, &t), out) in rows.chunks_exact(v).zip(targets).zip(nll) {
+        *out = nll_row(row, t);
     }
 });
 
@@ -229,6 +251,21 @@ pub fn softmax_xent(logits: &mut [f32], targets: &[usize], v: usize) -> f64 {
     nll.iter().sum::<f64>() / targets.len().max(1) as f64
 }
 
+/// `−ln softmax(row)[target]` of each row of `logits` `[N, V]` (evaluation; nothing written).
+///
+/// # Panics
+/// If `logits.len() != targets.len() · v` or a target is `>= v`.
+pub fn token_nll(logits: &[f32], targets: &[usize], v: usize) -> Vec<f32> {
+    assert_eq!(logits.len(), targets.len() * v, "token_nll: shape");
+    assert!(targets.iter().all(|&t| t < v), "token_nll: target >= {v}");
+    let mut nll = vec![0.0f32; targets.len()];
+    nll.par_chunks_mut(ROWS_PER_TASK)
+        .zip(logits.par_chunks(v * ROWS_PER_TASK))
+        .zip(targets.par_chunks(ROWS_PER_TASK))
+        .for_each(|((out, rows), t)| nll_rows(rows, t, out, v));
+    nll
+}
+
 /// In place on `scores` `[.., T_q, T_k]` (row-major): causal softmax of each row, zeros on the
 /// masked (future) keys.
 pub fn causal_softmax(scores: &mut [f32], t_q: usize, t_k: usize) {
@@ -273,7 +310,7 @@ mod tests {
     }
 
     #[test]
-    fn softmax_xent_is_the_f64_formula() {
+    fn softmax_xent_and_token_nll_are_the_f64_formula() {
         let (n, v) = (37, 203); // not multiples of the lanes or of the rows per task
         let logits: Vec<f32> = (0..n * v)
             .map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.5) * 40.0)
@@ -281,6 +318,7 @@ mod tests {
         let targets: Vec<usize> = (0..n).map(|i| (i * 61) % v).collect();
         let mut g = logits.clone();
         let loss = softmax_xent(&mut g, &targets, v);
+        let per_token = token_nll(&logits, &targets, v);
         let mut expected = 0.0;
         for (r, &t) in targets.iter().enumerate() {
             let row: Vec<f64> = logits[r * v..(r + 1) * v]
@@ -290,6 +328,11 @@ mod tests {
             let m = row.iter().cloned().fold(f64::MIN, f64::max);
             let sum: f64 = row.iter().map(|x| (x - m).exp()).sum();
             expected += m + sum.ln() - row[t];
+            let nll = m + sum.ln() - row[t];
+            assert!(
+                (per_token[r] as f64 - nll).abs() < 1e-5 * nll.abs().max(1.0),
+                "row {r}"
+            );
             for (j, &x) in row.iter().enumerate() {
                 let want = (x - m).exp() / sum - if j == t { 1.0 } else { 0.0 };
                 assert!((g[r * v + j] as f64 - want).abs() < 1e-6, "row {r} col {j}");

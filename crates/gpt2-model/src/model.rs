@@ -661,16 +661,16 @@ pub fn cross_entropy(logits: Tensor<3>, targets: Tensor<2, Int>) -> Tensor<1> {
 }
 
 /// Per-token negative log-likelihood `-ln softmax(l)[t]` of each row of `logits`, without
-/// autodiff, through the same fused softmax as [`cross_entropy`] (evaluation uses it: Burn's
-/// `log_softmax` is six unfused passes over `[N, V]`, one a scalar `exp`).
+/// autodiff (evaluation). On flex one parallel, vectorised read of each row (`kernels.rs`);
+/// Burn's `log_softmax` is six unfused passes over `[N, V]`, one a scalar `exp`.
 ///
 /// # Shapes
 /// - `logits`: `[N, V]`, `targets`: `[N]` with ids `< V` → output `[N]`
 pub fn token_nll(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
-    let [n, _] = logits.dims();
-    let plain = to_f32(logits).without_autodiff();
-    let p = softmax(plain.clone(), 1);
-    nll_from_softmax(plain, p, targets.without_autodiff().reshape([n, 1])).reshape([n])
+    Tensor::from_dispatch(<Dispatch as FusedOps>::token_nll(
+        logits.without_autodiff().into_dispatch(),
+        targets.without_autodiff().into_dispatch(),
+    ))
 }
 
 /// `lse - l[t]` per row, with `lse = m - ln(max p)`: `m` the row max of `l`, `p = softmax(l)`.
