@@ -204,7 +204,7 @@ impl CausalSelfAttention {
             None => (q, k, v),
             Some(d) => (q.cast(d), k.cast(d), v.cast(d)),
         };
-        // Training (autodiff, no past keys) takes our composition; inference Burn's op, whose
+        // Training (autodiff, no past keys) takes our fused op; inference Burn's op, whose
         // causal mask is aligned bottom-right for a KV cache.
         let y = if q.is_autodiff() && k.dims()[2] == t {
             causal_attention_train(q, k, v, scale)
@@ -624,7 +624,9 @@ fn to_f32<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     }
 }
 
-/// Mean token-level cross-entropy (nats), in f32, with a fused gradient.
+/// Mean token-level cross-entropy (nats), in f32, with a fused gradient, for logits you already
+/// have ([`Gpt2::loss`]). Training does not take this path: [`Gpt2::forward_loss`] fuses the LM
+/// head into the loss as well ([`lm_head_loss`]).
 ///
 /// Value: `mean_i(lse_i - l[i, t_i])` where `lse_i = m_i - ln(max_j p_ij)`, `m` the row max of
 /// the logits and `p = softmax(l)` (the row max of `p` is at least 1/V, so its log cannot
