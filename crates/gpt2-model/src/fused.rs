@@ -1,17 +1,22 @@
-//! Two training ops with hand-written backward passes, as a Burn backend extension: the tied LM
-//! head with its cross-entropy, and causal softmax attention.
+//! Model ops with hand-written backward passes, as a Burn backend extension: the tied LM head
+//! with its cross-entropy, causal softmax attention, GPT-2's GELU, and (forward only) the
+//! per-token NLL of evaluation.
 //!
 //! Why: Burn 0.22's autodiff records every composed op with its own backward, so the loss costs
-//! extra passes over the `[B·T, V]` logits (a surrogate product and its gradient) and attention
-//! some dozen tracked ops over `[B, nh, T, T]`. Here the forward runs on the inner backend (flex's
-//! fused softmax, its gemm) and the backward is the closed form, written once:
+//! extra passes over the `[B·T, V]` logits (a surrogate product and its gradient), attention
+//! some dozen tracked ops over `[B, nh, T, T]` and GELU six single-threaded ones. Here the
+//! forward runs on the inner backend and the backward is the closed form, written once:
 //!
 //! - LM head + loss: `l = h·wteᵀ`, `p = softmax(l)`, `loss = mean_i(lse_i − l[i, t_i])`.
 //!   With `G = (p − onehot(t))·g/N`: `dh = G·wte`, `dwte = Gᵀ·h`.
 //! - Attention: `S = (q·s)·kᵀ + causal`, `P = softmax(S)`, `O = P·v`. With `dO`:
 //!   `dv = Pᵀ·dO`, `dP = dO·vᵀ`, `dS = P ⊙ (dP − rowsum(dO ⊙ O))`, `dq = dS·k·s`, `dk = dSᵀ·(q·s)`.
+//! - GELU: `y = x·σ(u)`, `u = x·(A + B·x²)`; `dx = dy·(σ(u) + x·σ(u)·(1 − σ(u))·(A + 3B·x²))`.
 //!
-//! Tests in model.rs check values and gradients against the composed (autodiff) forms.
+//! The row work (softmaxes, GELU) goes through [`RowKernels`]: composed tensor ops by default
+//! (the CUDA backend), `kernels.rs` on flex. Tests: model.rs (each op against its composed
+//! form, value and gradient), kernels.rs (against f64 formulas), tests/hf_reference.rs (the
+//! whole network's gradients against PyTorch).
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
