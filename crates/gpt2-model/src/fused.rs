@@ -23,7 +23,7 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
-use burn::backend::ops::{ActivationOps, FloatTensorOps, ModuleOps};
+use burn::backend::ops::{ActivationOps, FloatTensorOps};
 use burn::backend::tensor::IndexingUpdateOp;
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{backend_extension, Autodiff, Backend, Flex, Scalar, TensorMetadata};
@@ -59,15 +59,6 @@ pub trait FusedOps: Backend {
     /// `−ln softmax(logits)[t]` per row (f32 `[N]`) for `logits` `[N, V]`, `targets` `[N]`;
     /// evaluation only (no gradient).
     fn token_nll(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> FloatTensor<Self>;
-
-    /// LayerNorm over the rows of `x` `[N, C]`: `(x − mean)/√(var + eps)·gamma + beta`
-    /// (biased variance), `gamma`, `beta` `[C]`.
-    fn fused_layer_norm(
-        x: FloatTensor<Self>,
-        gamma: FloatTensor<Self>,
-        beta: FloatTensor<Self>,
-        eps: f64,
-    ) -> FloatTensor<Self>;
 }
 
 /// The row-wise pieces the fused ops are built from. The defaults compose the backend's own
@@ -129,18 +120,6 @@ pub trait RowKernels: Backend {
         composed_gelu_backward::<Self>(x, dy)
     }
 
-    /// LayerNorm's backward for `x` `[N, C]`: `(dx, dgamma, dbeta)` with `x̂ = (x − mean)·rstd`,
-    /// `dŷ = dy·gamma`, `dx = rstd·(dŷ − mean(dŷ) − x̂·mean(dŷ·x̂))`, `dgamma = Σ dy·x̂`,
-    /// `dbeta = Σ dy` (sums over rows).
-    fn layer_norm_backward(
-        x: FloatTensor<Self>,
-        dy: FloatTensor<Self>,
-        gamma: FloatTensor<Self>,
-        eps: f64,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        composed_layer_norm_backward::<Self>(x, dy, gamma, eps)
-    }
-
     /// Softmax's backward `p ⊙ (dp − delta)`, `delta` `[.., T, 1]` broadcast along the rows.
     fn softmax_backward(
         p: FloatTensor<Self>,
@@ -149,30 +128,6 @@ pub trait RowKernels: Backend {
     ) -> FloatTensor<Self> {
         Self::float_mul(p, Self::float_sub(dp, delta))
     }
-}
-
-#[allow(clippy::type_complexity)]
-fn composed_layer_norm_backward<B: Backend>(
-    x: FloatTensor<B>,
-    dy: FloatTensor<B>,
-    gamma: FloatTensor<B>,
-    eps: f64,
-) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
-    let c = dims(&gamma)[0];
-    let mean = B::float_mean_dim(x.clone(), 1); // (N, 1)
-    let centered = B::float_sub(x, mean);
-    let var = B::float_mean_dim(B::float_mul(centered.clone(), centered.clone()), 1);
-    let rstd = B::float_recip(B::float_sqrt(B::float_add_scalar(var, eps.into())));
-    let xh = B::float_mul(centered, rstd.clone());
-    let dh = B::float_mul(dy.clone(), B::float_reshape(gamma, Shape::new([1, c])));
-    let m1 = B::float_mean_dim(dh.clone(), 1);
-    let m2 = B::float_mean_dim(B::float_mul(dh.clone(), xh.clone()), 1);
-    let inner = B::float_sub(B::float_sub(dh, m1), B::float_mul(xh.clone(), m2));
-    let dx = B::float_mul(rstd, inner);
-    let dgamma = B::float_sum_dim(B::float_mul(dy.clone(), xh), 0);
-    let dbeta = B::float_sum_dim(dy, 0);
-    let flat = |t| B::float_reshape(t, Shape::new([c]));
-    (dx, flat(dgamma), flat(dbeta))
 }
 
 fn composed_gelu<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
@@ -223,15 +178,6 @@ macro_rules! concrete_fused_ops {
 
             fn token_nll(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> FloatTensor<Self> {
                 Self::token_nll_rows(logits, targets)
-            }
-
-            fn fused_layer_norm(
-                x: FloatTensor<Self>,
-                gamma: FloatTensor<Self>,
-                beta: FloatTensor<Self>,
-                eps: f64,
-            ) -> FloatTensor<Self> {
-                <Self as ModuleOps<Self>>::layer_norm(x, gamma, Some(beta), eps)
             }
         }
     };
@@ -312,31 +258,6 @@ impl RowKernels for Flex {
         let logits = to_f32::<Flex>(logits);
         let nll = kernels::token_nll(&flex_f32(&logits), &flex_ids(&targets), v);
         FlexTensor::from_data(TensorData::new(nll, [n]))
-    }
-
-    fn layer_norm_backward(
-        x: FlexTensor,
-        dy: FlexTensor,
-        gamma: FlexTensor,
-        eps: f64,
-    ) -> (FlexTensor, FlexTensor, FlexTensor) {
-        let f32s = [&x, &dy, &gamma].iter().all(|t| t.dtype() == DType::F32);
-        if !f32s {
-            return composed_layer_norm_backward::<Flex>(x, dy, gamma, eps);
-        }
-        let shape = x.shape();
-        let c = dims(&gamma)[0];
-        let (dx, dgamma, dbeta) = kernels::layer_norm_backward(
-            &flex_f32(&x),
-            &flex_f32(&dy),
-            &flex_f32(&gamma),
-            eps as f32,
-        );
-        (
-            FlexTensor::from_data(TensorData::new(dx, shape)),
-            FlexTensor::from_data(TensorData::new(dgamma, [c])),
-            FlexTensor::from_data(TensorData::new(dbeta, [c])),
-        )
     }
 
     fn gelu_tanh_forward(x: FlexTensor) -> FlexTensor {
@@ -514,26 +435,6 @@ impl<B: Backend> Backward<B, 1> for NoGradient {
 }
 
 #[derive(Debug)]
-struct LayerNormBackward;
-
-impl<B: RowKernels> Backward<B, 3> for LayerNormBackward {
-    /// `(x, gamma, eps)`; mean and variance are recomputed from `x`.
-    type State = (FloatTensor<B>, FloatTensor<B>, f64);
-
-    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node_x, node_gamma, node_beta] = ops.parents;
-        let dy = grads.consume::<B>(&ops.node);
-        let (x, gamma, eps) = ops.state;
-        let (dx, dgamma, dbeta) = B::layer_norm_backward(x, dy, gamma, eps);
-        for (node, grad) in [(node_x, dx), (node_gamma, dgamma), (node_beta, dbeta)] {
-            if let Some(node) = node {
-                grads.register::<B>(node.id, grad);
-            }
-        }
-    }
-}
-
-#[derive(Debug)]
 struct GeluBackward;
 
 impl<B: RowKernels> Backward<B, 1> for GeluBackward {
@@ -550,29 +451,6 @@ impl<B: RowKernels> Backward<B, 1> for GeluBackward {
 }
 
 impl<B: RowKernels, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
-    fn fused_layer_norm(
-        x: FloatTensor<Self>,
-        gamma: FloatTensor<Self>,
-        beta: FloatTensor<Self>,
-        eps: f64,
-    ) -> FloatTensor<Self> {
-        let nodes = [x.node(), gamma.node(), beta.node()];
-        let (x, gamma, beta) = (
-            x.into_primitive(),
-            gamma.into_primitive(),
-            beta.into_primitive(),
-        );
-        let y = |x, gamma| B::layer_norm(x, gamma, Some(beta), eps);
-        match LayerNormBackward
-            .prepare::<C>(nodes)
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => prep.finish((x.clone(), gamma.clone(), eps), y(x, gamma)),
-            OpsKind::UnTracked(prep) => prep.finish(y(x, gamma)),
-        }
-    }
-
     fn token_nll(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> FloatTensor<Self> {
         // An evaluation op: no gradient flows back through it.
         let prep = NoGradient.prepare::<C>([logits.node()]).compute_bound();

@@ -232,71 +232,6 @@ pub fn gelu_backward(x: &[f32], dy: &mut [f32]) {
 /// Rows handed to one rayon task at a time.
 const ROWS_PER_TASK: usize = 16;
 
-multiversion!(layer_norm_backward_rows(
-    x: &[f32],
-    dy: &[f32],
-    gamma: &[f32],
-    eps: f32,
-    dx: &mut [f32],
-    dgamma: &mut [f32],
-    dbeta: &mut [f32]
-) {
-    let c = gamma.len();
-    let inv_c = 1.0 / c as f32;
-    for ((x, dy), dx) in x.chunks_exact(c).zip(dy.chunks_exact(c)).zip(dx.chunks_exact_mut(c)) {
-        let mean = x.iter().sum::<f32>() * inv_c;
-        let var = x.iter().map(|&v| (v - mean) * (v - mean)).sum::<f32>() * inv_c;
-        let rstd = 1.0 / (var + eps).sqrt();
-        // dŷ = dy·γ; dx = rstd·(dŷ − mean(dŷ) − x̂·mean(dŷ·x̂)).
-        let (mut sum_dh, mut sum_dh_xh) = (0.0f32, 0.0f32);
-        for j in 0..c {
-            let xh = (x[j] - mean) * rstd;
-            let dh = dy[j] * gamma[j];
-            sum_dh += dh;
-            sum_dh_xh += dh * xh;
-            dgamma[j] += dy[j] * xh;
-            dbeta[j] += dy[j];
-        }
-        let (m1, m2) = (sum_dh * inv_c, sum_dh_xh * inv_c);
-        for j in 0..c {
-            let xh = (x[j] - mean) * rstd;
-            dx[j] = rstd * (dy[j] * gamma[j] - m1 - xh * m2);
-        }
-    }
-});
-
-/// LayerNorm's backward over rows of `x` `[N, C]` with the upstream `dy`: returns
-/// `(dx [N, C], dgamma [C], dbeta [C])`. Mean and variance are recomputed from `x` (biased
-/// variance, as the forward).
-pub fn layer_norm_backward(
-    x: &[f32],
-    dy: &[f32],
-    gamma: &[f32],
-    eps: f32,
-) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let c = gamma.len();
-    assert!(
-        x.len() == dy.len() && x.len().is_multiple_of(c),
-        "layer_norm_backward: shape"
-    );
-    let mut dx = vec![0.0f32; x.len()];
-    let zeros = || (vec![0.0f32; c], vec![0.0f32; c]);
-    let (dgamma, dbeta) = dx
-        .par_chunks_mut(c * ROWS_PER_TASK)
-        .zip(x.par_chunks(c * ROWS_PER_TASK))
-        .zip(dy.par_chunks(c * ROWS_PER_TASK))
-        .fold(zeros, |(mut dg, mut db), ((dx, x), dy)| {
-            layer_norm_backward_rows(x, dy, gamma, eps, dx, &mut dg, &mut db);
-            (dg, db)
-        })
-        .reduce(zeros, |(mut g1, mut b1), (g2, b2)| {
-            g1.iter_mut().zip(&g2).for_each(|(a, b)| *a += b);
-            b1.iter_mut().zip(&b2).for_each(|(a, b)| *a += b);
-            (g1, b1)
-        });
-    (dx, dgamma, dbeta)
-}
-
 /// In place on `logits` `[N, V]` (row-major): each row becomes `softmax − onehot(target)`.
 /// Returns the mean of `−ln softmax(row)[target]` over the rows, summed in f64.
 ///
@@ -464,42 +399,6 @@ mod tests {
                 "gelu'({x}): {} vs {df}",
                 d[i]
             );
-        }
-    }
-
-    #[test]
-    fn layer_norm_backward_is_the_f64_formula() {
-        let (n, c) = (37, 12);
-        let x: Vec<f32> = (0..n * c)
-            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 9.0)
-            .collect();
-        let dy: Vec<f32> = (0..n * c)
-            .map(|i| ((i * 13 % 29) as f32 - 14.0) / 5.0)
-            .collect();
-        let gamma: Vec<f32> = (0..c).map(|j| 0.5 + j as f32 / 7.0).collect();
-        let eps = 1e-5;
-        let (dx, dg, db) = layer_norm_backward(&x, &dy, &gamma, eps);
-        let (mut eg, mut eb) = (vec![0.0f64; c], vec![0.0f64; c]);
-        for r in 0..n {
-            let row: Vec<f64> = x[r * c..(r + 1) * c].iter().map(|&v| v as f64).collect();
-            let d: Vec<f64> = dy[r * c..(r + 1) * c].iter().map(|&v| v as f64).collect();
-            let mean = row.iter().sum::<f64>() / c as f64;
-            let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / c as f64;
-            let rstd = 1.0 / (var + eps as f64).sqrt();
-            let xh: Vec<f64> = row.iter().map(|v| (v - mean) * rstd).collect();
-            let dh: Vec<f64> = (0..c).map(|j| d[j] * gamma[j] as f64).collect();
-            let m1 = dh.iter().sum::<f64>() / c as f64;
-            let m2 = (0..c).map(|j| dh[j] * xh[j]).sum::<f64>() / c as f64;
-            for j in 0..c {
-                let want = rstd * (dh[j] - m1 - xh[j] * m2);
-                assert!((dx[r * c + j] as f64 - want).abs() < 1e-4, "dx[{r}, {j}]");
-                eg[j] += d[j] * xh[j];
-                eb[j] += d[j];
-            }
-        }
-        for j in 0..c {
-            assert!((dg[j] as f64 - eg[j]).abs() < 1e-3, "dgamma[{j}]");
-            assert!((db[j] as f64 - eb[j]).abs() < 1e-3, "dbeta[{j}]");
         }
     }
 
