@@ -234,7 +234,7 @@ impl CausalSelfAttention {
 ///
 /// # Shapes
 /// - `q`, `k`, `v`: `[B, nh, T, hd]` → `[B, nh, T, hd]`
-pub fn causal_attention_train(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, scale: f64) -> Tensor<4> {
+fn causal_attention_train(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, scale: f64) -> Tensor<4> {
     let [_, _, t, _] = q.dims();
     let device = q.device();
     let future = Tensor::<2, Bool>::tril_mask([t, t], 0, &device); // true above the diagonal
@@ -602,9 +602,10 @@ impl Gpt2 {
 }
 
 /// Mean cross-entropy (nats, f32) of the tied LM head `h·wteᵀ` against `targets`, as one op with
-/// a hand-written backward (`fused.rs`): the logits go straight into flex's fused softmax, and
-/// the backward forms `G = p − onehot(t)` in place and takes `dh = G·wte`, `dwte = Gᵀ·h` (scaled
-/// by `1/N` on those small results). Matmuls run in the inputs' dtype, the softmax in f32.
+/// a hand-written backward (`fused.rs`): the logits go straight into a row kernel (on flex the
+/// vectorised, in-place one of `kernels.rs`) that leaves `G = softmax − onehot(t)` in their
+/// buffer, and the backward takes `dh = G·wte`, `dwte = Gᵀ·h` (scaled by `1/N` on those small
+/// results). Matmuls run in the inputs' dtype, the softmax in f32.
 ///
 /// # Shapes
 /// - `h`: `[N, C]`, `wte`: `[V, C]`, `targets`: `[N]` with ids `< V` → `[1]`
