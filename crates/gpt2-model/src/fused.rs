@@ -23,7 +23,6 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
-use burn::backend::ops::{ActivationOps, FloatTensorOps};
 use burn::backend::tensor::IndexingUpdateOp;
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{backend_extension, Autodiff, Backend, Flex, Scalar, TensorMetadata};
@@ -76,11 +75,7 @@ pub trait RowKernels: Backend {
         let logits = to_f32::<Self>(logits);
         let targets = Self::int_reshape(targets, Shape::new([n, 1]));
         let p = Self::softmax(logits.clone(), 1);
-        // −ln p[t] = lse − l[t], with lse = m − ln(max p) (max p ≥ 1/V, so its log is finite).
-        let m = Self::float_max_dim(logits.clone(), 1); // (N, 1)
-        let lse = Self::float_sub(m, Self::float_log(Self::float_max_dim(p.clone(), 1)));
-        let picked = Self::float_gather(1, logits, targets.clone());
-        let loss = Self::float_mean(Self::float_sub(lse, picked)); // [1]
+        let loss = Self::float_mean(composed_nll::<Self>(logits, p.clone(), targets.clone())); // [1]
         let minus_one = Self::float_full(
             Shape::new([n, 1]),
             Scalar::from(-1.0f32),
@@ -94,19 +89,16 @@ pub trait RowKernels: Backend {
     /// Softmax over the last axis of `scores` `[B, nh, T_q, T_k]` after adding the causal
     /// `bias` `[1, 1, T_q, T_k]`.
     fn causal_softmax(scores: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
-        Self::softmax(Self::float_add(scores, bias), 3)
+        composed_causal_softmax::<Self>(scores, bias)
     }
 
-    /// `−ln softmax(logits)[t]` per row, `[N]`, as `lse − l[t]` with `lse = m − ln(max p)`
-    /// (`max p ≥ 1/V`, so its log is finite).
+    /// `−ln softmax(logits)[t]` per row, `[N]`.
     fn token_nll_rows(logits: FloatTensor<Self>, targets: IntTensor<Self>) -> FloatTensor<Self> {
         let n = dims(&logits)[0];
         let logits = to_f32::<Self>(logits);
         let targets = Self::int_reshape(targets, Shape::new([n, 1]));
         let p = Self::softmax(logits.clone(), 1);
-        let m = Self::float_max_dim(logits.clone(), 1); // (N, 1)
-        let lse = Self::float_sub(m, Self::float_log(Self::float_max_dim(p, 1)));
-        let nll = Self::float_sub(lse, Self::float_gather(1, logits, targets));
+        let nll = composed_nll::<Self>(logits, p, targets);
         Self::float_reshape(nll, Shape::new([n]))
     }
 
@@ -126,8 +118,37 @@ pub trait RowKernels: Backend {
         dp: FloatTensor<Self>,
         delta: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        Self::float_mul(p, Self::float_sub(dp, delta))
+        composed_softmax_backward::<Self>(p, dp, delta)
     }
+}
+
+// The composed forms behind `RowKernels`' defaults, also flex's fallback for non-f32 inputs.
+
+/// `lse − l[t]` per row, `[N, 1]`, with `lse = m − ln(max p)`: `m` the row max of `l` and
+/// `p = softmax(l)` (`max p ≥ 1/V`, so its log is finite); `targets` `[N, 1]`.
+fn composed_nll<B: Backend>(
+    logits: FloatTensor<B>,
+    p: FloatTensor<B>,
+    targets: IntTensor<B>,
+) -> FloatTensor<B> {
+    let m = B::float_max_dim(logits.clone(), 1); // (N, 1)
+    let lse = B::float_sub(m, B::float_log(B::float_max_dim(p, 1)));
+    B::float_sub(lse, B::float_gather(1, logits, targets))
+}
+
+fn composed_causal_softmax<B: Backend>(
+    scores: FloatTensor<B>,
+    bias: FloatTensor<B>,
+) -> FloatTensor<B> {
+    B::softmax(B::float_add(scores, bias), 3)
+}
+
+fn composed_softmax_backward<B: Backend>(
+    p: FloatTensor<B>,
+    dp: FloatTensor<B>,
+    delta: FloatTensor<B>,
+) -> FloatTensor<B> {
+    B::float_mul(p, B::float_sub(dp, delta))
 }
 
 fn composed_gelu<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
@@ -150,7 +171,7 @@ fn composed_gelu_backward<B: Backend>(x: FloatTensor<B>, dy: FloatTensor<B>) -> 
     B::float_mul(dy, B::float_add(s, slope))
 }
 
-/// The concrete forward of both ops on a backend with row kernels.
+/// The concrete (forward-only) `FusedOps` of a backend with row kernels.
 macro_rules! concrete_fused_ops {
     ($backend:ty) => {
         impl FusedOps for $backend {
@@ -206,30 +227,12 @@ fn flex_f32(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
 }
 
 fn flex_ids(t: &FlexTensor) -> Vec<usize> {
-    let t = t.to_contiguous();
-    // Ids are non-negative by construction; a negative one wraps and fails the kernel's range
-    // check with a message.
-    match t.dtype() {
-        DType::I64 => t
-            .as_slice::<i64>()
-            .expect("contiguous")
-            .iter()
-            .map(|&x| x as usize)
-            .collect(),
-        DType::I32 => t
-            .as_slice::<i32>()
-            .expect("contiguous")
-            .iter()
-            .map(|&x| x as usize)
-            .collect(),
-        DType::U32 => t
-            .as_slice::<u32>()
-            .expect("contiguous")
-            .iter()
-            .map(|&x| x as usize)
-            .collect(),
-        other => panic!("token ids of dtype {other:?} are not supported"),
-    }
+    // Any integer dtype, read as i64. Ids are non-negative by construction (the embedding lookup
+    // before the loss would already have failed on a bad one); a negative one wraps and fails
+    // the kernels' range check.
+    let data = t.clone().into_data().convert::<i64>();
+    let ids = data.as_slice::<i64>().expect("i64 after convert");
+    ids.iter().map(|&x| x as usize).collect()
 }
 
 impl RowKernels for Flex {
@@ -244,7 +247,7 @@ impl RowKernels for Flex {
 
     fn causal_softmax(scores: FlexTensor, bias: FlexTensor) -> FlexTensor {
         if scores.dtype() != DType::F32 {
-            return Flex::softmax(Flex::float_add(scores, bias), 3);
+            return composed_causal_softmax::<Flex>(scores, bias);
         }
         let d = dims(&scores);
         let (t_q, t_k) = (d[2], d[3]);
@@ -280,7 +283,7 @@ impl RowKernels for Flex {
 
     fn softmax_backward(p: FlexTensor, dp: FlexTensor, delta: FlexTensor) -> FlexTensor {
         if p.dtype() != DType::F32 || dp.dtype() != DType::F32 || delta.dtype() != DType::F32 {
-            return Flex::float_mul(p, Flex::float_sub(dp, delta));
+            return composed_softmax_backward::<Flex>(p, dp, delta);
         }
         let t = *dims(&p).last().expect("rank 4");
         let mut dp = dp;
