@@ -25,6 +25,13 @@ fn help_explains_every_subcommand() {
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("Usage"), "{text}");
     }
+    // The one-line summary at the top (Cargo's description) names every subcommand, not a
+    // stale subset.
+    let top = String::from_utf8_lossy(&gpt2().arg("--help").output().unwrap().stdout).to_string();
+    let first = top.lines().next().unwrap_or_default();
+    for cmd in ["urls", "prepare", "train", "eval", "sample", "export"] {
+        assert!(first.contains(cmd), "--help summary lacks {cmd}: {first}");
+    }
     let text =
         String::from_utf8_lossy(&gpt2().args(["prepare", "--help"]).output().unwrap().stdout)
             .to_string();

@@ -15,7 +15,7 @@ pub enum DataError {
     },
 
     /// A record (JSON line, Parquet row) that cannot be used, with its position.
-    #[error("{path}:{line}: {message}\nHINT: fix or remove the record, or set `on_error: skip` to count and skip bad records")]
+    #[error("{path}:{line}: {message}\nHINT: fix or remove the record, or pass `--on-error skip` (`on_error: skip` in a prepare config) to count and skip bad records")]
     BadRecord {
         path: PathBuf,
         /// 1-based line number (JSON lines) or 0-based row (Parquet).

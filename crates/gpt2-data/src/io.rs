@@ -197,6 +197,6 @@ pub fn stream_error(path: &Path, err: io::Error, what: &str) -> DataError {
     DataError::BadInput {
         path: path.to_path_buf(),
         message: format!("{what}: {err}"),
-        hint: "the file may be truncated or corrupt; re-download it, or set `on_error: skip` to keep the records read before the damage".into(),
+        hint: "the file may be truncated or corrupt; re-download it, or pass `--on-error skip` (`on_error: skip` in a prepare config) to keep the records read before the damage".into(),
     }
 }

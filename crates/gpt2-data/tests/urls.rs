@@ -190,6 +190,8 @@ fn malformed_lines_and_truncated_dumps_follow_the_policy() {
     });
     let e = f.add_file(&p).unwrap_err().to_string();
     assert!(e.contains("bad.jsonl:2"), "{e}");
+    // The hint names the flag a user of `gpt2 urls` can pass (it has no config file).
+    assert!(e.contains("--on-error skip"), "{e}");
 
     // A real xz stream cut in half: skip keeps what was read and says so; fail names the file.
     let Some(fx) = fixtures() else { return };
@@ -205,5 +207,6 @@ fn malformed_lines_and_truncated_dumps_follow_the_policy() {
         on_error: OnError::Fail,
         ..Default::default()
     });
-    assert!(f.add_file(&cut).unwrap_err().to_string().contains("cut.xz"));
+    let e = f.add_file(&cut).unwrap_err().to_string();
+    assert!(e.contains("cut.xz") && e.contains("--on-error skip"), "{e}");
 }
