@@ -42,7 +42,7 @@ fn main() {
     let h = gpt2_data::dedup::MinHasher::new(gpt2_data::dedup::MinHashParams::for_threshold(
         0.5, 128, 5,
     ));
-    time("minhash band keys", &|x| drop(h.band_keys(x)));
+    time("minhash signature", &|x| drop(h.signature(x)));
     time("tokenise: tiktoken-rs regex", &|x| {
         drop(gpt2_data::tokenizer::encode_ordinary_reference(x))
     });

@@ -59,6 +59,8 @@ pub(super) fn part_paths(out_dir: &Path, i: usize) -> (PathBuf, PathBuf, PathBuf
 fn settings_fingerprint(cfg: &PrepareConfig) -> String {
     let s = serde_json::json!({
         "v": env!("CARGO_PKG_VERSION"),
+        // The .docs record layout: 2 = MinHash signatures (u16 each) instead of band keys.
+        "docs_format": 2,
         "text_field": cfg.text_field, "html_field": cfg.html_field, "min_tokens": cfg.min_tokens,
         "drop_url_domains": cfg.drop_url_domains, "limit_documents": cfg.limit_documents, "dedup": cfg.dedup, "invalid_utf8": cfg.invalid_utf8,
         "on_error": cfg.on_error,
@@ -96,7 +98,7 @@ enum Outcome {
         text_bytes: u64,
         exact: u128,
         split: u64,
-        bands: Vec<u64>,
+        sig: Vec<u16>,
         meta: Option<String>,
     },
     Dropped(fn(&mut Counts)),
@@ -166,8 +168,8 @@ fn process(rec: Record, ctx: &Ctx) -> Processed {
         tokens.extend_from_slice(&(id as u16).to_le_bytes());
     }
     let key = dedup_key(&text);
-    let bands = if cfg.dedup.near {
-        ctx.hasher.band_keys(&text)
+    let sig = if cfg.dedup.near {
+        ctx.hasher.signature(&text)
     } else {
         Vec::new()
     };
@@ -177,7 +179,7 @@ fn process(rec: Record, ctx: &Ctx) -> Processed {
             text_bytes: text.len() as u64,
             exact: exact_hash(&key),
             split: xxh3_64_with_seed(key.as_bytes(), SPLIT_SEED),
-            bands,
+            sig,
             meta: rec.meta,
         },
         changes,
@@ -320,7 +322,7 @@ fn process_input(
                     text_bytes,
                     exact,
                     split,
-                    bands,
+                    sig,
                     meta,
                 } => {
                     counts.kept += 1;
@@ -333,7 +335,7 @@ fn process_input(
                         text_bytes,
                         exact,
                         split,
-                        &bands,
+                        &sig,
                         meta.as_deref(),
                     )?;
                 }
@@ -432,16 +434,16 @@ fn write_doc_record(
     text_bytes: u64,
     exact: u128,
     split: u64,
-    bands: &[u64],
+    sig: &[u16],
     meta: Option<&str>,
 ) -> Result<()> {
-    let mut rec = Vec::with_capacity(48 + 8 * bands.len() + meta.map_or(0, str::len));
+    let mut rec = Vec::with_capacity(48 + 2 * sig.len() + meta.map_or(0, str::len));
     rec.extend_from_slice(&(ntok as u32).to_le_bytes());
     rec.extend_from_slice(&text_bytes.to_le_bytes());
     rec.extend_from_slice(&exact.to_le_bytes());
     rec.extend_from_slice(&split.to_le_bytes());
-    rec.extend_from_slice(&(bands.len() as u16).to_le_bytes());
-    for b in bands {
+    rec.extend_from_slice(&(sig.len() as u16).to_le_bytes());
+    for b in sig {
         rec.extend_from_slice(&b.to_le_bytes());
     }
     let m = meta.unwrap_or("").as_bytes();
@@ -456,7 +458,8 @@ pub(super) struct DocEntry {
     pub text_bytes: u64,
     pub exact: u128,
     pub split: u64,
-    pub bands: Vec<u64>,
+    /// The MinHash signature (empty when near-duplicate removal is off).
+    pub sig: Vec<u16>,
     pub meta: Option<String>,
 }
 
@@ -486,13 +489,13 @@ impl DocEntries {
         let exact = u128::from_le_bytes(head[12..28].try_into().expect("16"));
         let split = u64::from_le_bytes(head[28..36].try_into().expect("8"));
         let nb = u16::from_le_bytes(head[36..38].try_into().expect("2")) as usize;
-        let mut rest = vec![0u8; 8 * nb + 4];
+        let mut rest = vec![0u8; 2 * nb + 4];
         self.r.read_exact(&mut rest).at(&self.path)?;
-        let bands = rest[..8 * nb]
-            .chunks_exact(8)
-            .map(|c| u64::from_le_bytes(c.try_into().expect("8")))
+        let sig = rest[..2 * nb]
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes(c.try_into().expect("2")))
             .collect();
-        let mlen = u32::from_le_bytes(rest[8 * nb..].try_into().expect("4")) as usize;
+        let mlen = u32::from_le_bytes(rest[2 * nb..].try_into().expect("4")) as usize;
         let meta = if mlen > 0 {
             let mut m = vec![0u8; mlen];
             self.r.read_exact(&mut m).at(&self.path)?;
@@ -509,7 +512,7 @@ impl DocEntries {
             text_bytes,
             exact,
             split,
-            bands,
+            sig,
             meta,
         }))
     }

@@ -24,7 +24,10 @@ pub(super) fn run(plan: &PreparePlan, parts: &[PartDone], fingerprint: String) -
 
     // Pass A: dedup in input order; remember (split hash, tokens) of the kept documents.
     let params = minhash_params(cfg);
-    let mut index = DedupIndex::new(params.bands, cfg.dedup.near);
+    // Sized for every stage-1 document, so the index's memory per document is what the dedup
+    // module documents (no growth headroom beyond hashbrown's own).
+    let documents: u64 = parts.iter().map(|p| p.documents).sum();
+    let mut index = DedupIndex::new(params, cfg.dedup.near, documents as usize);
     let mut counts = Counts::default();
     let mut keep = Vec::new(); // one bool per stage-1 document
     let mut kept_docs: Vec<(u64, u64)> = Vec::new();
@@ -38,7 +41,7 @@ pub(super) fn run(plan: &PreparePlan, parts: &[PartDone], fingerprint: String) -
             } else {
                 u128::from(keep.len() as u64) << 64 | 1
             };
-            let verdict = index.check_insert(exact, &e.bands);
+            let verdict = index.check_insert(exact, &e.sig);
             match verdict {
                 Verdict::Unique => kept_docs.push((e.split, e.ntok)),
                 Verdict::ExactDuplicate => counts.exact_duplicate += 1,
