@@ -10,7 +10,7 @@ use gpt2_data::OnError;
 #[derive(Args)]
 pub struct UrlsArgs {
     /// Pushshift submission dumps (RS_*.zst with --long=31 windows, .xz, .bz2, .gz or plain
-    /// JSON lines), read in the order given.
+    /// JSON lines), merged in the order given (read in parallel, see --threads).
     #[arg(required = true)]
     inputs: Vec<PathBuf>,
     /// Output Parquet file (url, normalized_url, karma, num_submissions, subreddits,
@@ -39,6 +39,10 @@ pub struct UrlsArgs {
     /// Malformed lines and damaged files: `skip` (count and warn) or `fail`.
     #[arg(long, value_enum, default_value_t = ErrorPolicy::Skip)]
     on_error: ErrorPolicy,
+    /// Dump files read in parallel (0: one per core). The output is the same for any value;
+    /// one file is one stream, so this helps only with several inputs.
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -70,6 +74,7 @@ pub fn run(a: UrlsArgs) -> Result<()> {
             Mode::Sum => KarmaMode::Sum,
         },
         on_error: a.on_error.into(),
+        threads: a.threads,
         ..Default::default()
     };
     if let Some(path) = &a.blocklist {
