@@ -8,6 +8,7 @@
 //! - [`hf_tokenizer`]: GPT-2's Hugging Face tokenizer files (`vocab.json`, `merges.txt`, …) made
 //!   offline from the bundled ranks, for `gpt2 export`.
 
+pub mod bpe;
 pub mod clean;
 pub mod config;
 pub mod dedup;

@@ -5,15 +5,17 @@
 //! `'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s`.
 //! This module walks the text once, classifying characters with the very Unicode tables the
 //! regex uses (taken from `regex-syntax`, so the Unicode version cannot drift), and yields the
-//! same pieces. Each piece is then looked up in a per-thread cache of piece → ids; a miss asks
-//! tiktoken (`encode_ordinary` on the piece alone, which splits to the piece itself). Ids are
-//! identical to tiktoken's; the tests compare on real text and on edge cases.
+//! same pieces. Each piece is then looked up in a per-thread cache of piece → ids; a miss runs
+//! the byte-pair merge of [`crate::bpe`] on the piece. Ids are identical to tiktoken's; the
+//! tests compare on real text and on edge cases.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use regex_syntax::hir::{Class, HirKind};
+
+use crate::bpe::FastPacked;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Cat {
@@ -166,26 +168,40 @@ pub fn split(text: &str, mut f: impl FnMut(&str)) {
 const CACHE_MAX: usize = 1 << 20;
 
 thread_local! {
-    static CACHE: RefCell<HashMap<Box<str>, Box<[u32]>>> = RefCell::new(HashMap::new());
+    /// Multi-token pieces of at most 15 bytes, by packed bytes (see [`crate::bpe::pack`]);
+    /// longer pieces are merged each time (rare, and their ids are not worth a boxed key).
+    static CACHE: RefCell<HashMap<u128, Box<[u32]>, FastPacked>> =
+        RefCell::new(HashMap::default());
 }
 
-/// GPT-2 ids of `text`, equal to tiktoken's `encode_ordinary`.
+/// GPT-2 ids of `text`, equal to tiktoken's `encode_ordinary`. A cache miss goes to
+/// [`crate::bpe`]'s merge directly (not through tiktoken's regex again).
 pub fn encode_ordinary_fast(text: &str) -> Vec<u32> {
-    let bpe = crate::tokenizer::gpt2();
+    let ranks = crate::bpe::ranks();
     let mut out = Vec::with_capacity(text.len() / 4 + 1);
     CACHE.with(|cache| {
         let mut cache = cache.borrow_mut();
         split(text, |piece| {
-            if let Some(ids) = cache.get(piece) {
+            // Most pieces are one token (" the"): one lookup in the rank table, and the cache
+            // only holds multi-token pieces (fewer allocations on unseen text, a smaller table).
+            if let Some(id) = ranks.token(piece) {
+                out.push(id);
+                return;
+            }
+            let Some(key) = crate::bpe::pack(piece.as_bytes()) else {
+                ranks.encode_piece(piece, &mut out);
+                return;
+            };
+            if let Some(ids) = cache.get(&key) {
                 out.extend_from_slice(ids);
                 return;
             }
-            let ids = bpe.encode_ordinary(piece);
-            out.extend_from_slice(&ids);
+            let start = out.len();
+            ranks.encode_piece(piece, &mut out);
             if cache.len() >= CACHE_MAX {
                 cache.clear();
             }
-            cache.insert(piece.into(), ids.into_boxed_slice());
+            cache.insert(key, out[start..].into());
         });
     });
     out
