@@ -122,21 +122,47 @@ impl MinHasher {
             .collect();
         let n = self.params.ngram.max(1);
         let mut sig = vec![u32::MAX; self.params.num_perm];
-        let mut shingle = |h: u64| {
-            let x = (h ^ (h >> 32)) as u32;
-            for ((s, a), c) in sig.iter_mut().zip(&self.a).zip(&self.c) {
-                *s = (*s).min(a.wrapping_mul(x).wrapping_add(*c));
-            }
-        };
-        if words.len() < n {
-            shingle(fold(&words));
-        } else {
-            for win in words.windows(n) {
-                shingle(fold(win));
-            }
-        }
+        min_hashes(&mut sig, &self.a, &self.c, &words, n);
         // Minima are small numbers (their high bits are mostly 0), so fold high into low.
         sig.iter().map(|&v| (v ^ (v >> 16)) as u16).collect()
+    }
+}
+
+/// Fold every shingle of `words` into the running minima `sig`. The 32-bit multiply of the
+/// inner loop needs SSE4.1/AVX2 to vectorise, which the baseline x86-64 target lacks; on
+/// unseen text this loop was 10% of `prepare`'s time, so it is compiled a second time for AVX2
+/// and chosen once per document at run time. Integer arithmetic: both give the same bits.
+fn min_hashes(sig: &mut [u32], a: &[u32], c: &[u32], words: &[u64], n: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above), the only requirement of a
+        // `target_feature(enable = "avx2")` function.
+        unsafe { min_hashes_avx2(sig, a, c, words, n) };
+        return;
+    }
+    min_hashes_portable(sig, a, c, words, n);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn min_hashes_avx2(sig: &mut [u32], a: &[u32], c: &[u32], words: &[u64], n: usize) {
+    min_hashes_portable(sig, a, c, words, n);
+}
+
+#[inline(always)]
+fn min_hashes_portable(sig: &mut [u32], a: &[u32], c: &[u32], words: &[u64], n: usize) {
+    let mut shingle = |h: u64| {
+        let x = (h ^ (h >> 32)) as u32;
+        for ((s, a), c) in sig.iter_mut().zip(a).zip(c) {
+            *s = (*s).min(a.wrapping_mul(x).wrapping_add(*c));
+        }
+    };
+    if words.len() < n {
+        shingle(fold(words));
+    } else {
+        for win in words.windows(n) {
+            shingle(fold(win));
+        }
     }
 }
 
