@@ -2,7 +2,7 @@
 # `gpt2 urls` throughput for 1 and 2 reader threads over a multi-file dump (issue 14, item 4).
 # Appends a dated block to experiments/RESULTS-data.md with the command and the commit.
 #
-#   bash experiments/bench_urls.sh          (FILES=8 COPIES=40 by default: 8 files of ~20 MB)
+#   bash experiments/bench_urls.sh          (FILES=8 COPIES=16 by default: 8 files of ~20 MB)
 #
 # Dump: the real pushshift months in ../shared/fixtures/pushshift (2005-06, 2005-07), decoded
 # and written COPIES times per file with the URL made distinct per copy (`?copy=N`), so each
@@ -12,7 +12,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 FILES="${FILES:-8}"
-COPIES="${COPIES:-40}"
+COPIES="${COPIES:-16}"
 FX="$ROOT/../shared/fixtures/pushshift"
 [ -d "$FX" ] || { echo "no $FX: the benchmark needs the pushshift fixtures"; exit 1; }
 WORK="$(mktemp -d)"
