@@ -220,6 +220,23 @@ pub fn exact_hash(key: &str) -> u128 {
     xxh3_128(key.as_bytes())
 }
 
+/// `(exact_hash(&dedup_key(text)), xxh3_64_with_seed(dedup_key(text), seed))` without building
+/// the key: its words and single spaces are streamed into both hashes (building the
+/// whitespace-normalised copy only to hash it was 5% of `prepare` on unseen text).
+pub fn key_hashes(text: &str, seed: u64) -> (u128, u64) {
+    let mut exact = xxhash_rust::xxh3::Xxh3Default::new();
+    let mut seeded = xxhash_rust::xxh3::Xxh3::with_seed(seed);
+    for (i, w) in text.split_whitespace().enumerate() {
+        if i > 0 {
+            exact.update(b" ");
+            seeded.update(b" ");
+        }
+        exact.update(w.as_bytes());
+        seeded.update(w.as_bytes());
+    }
+    (exact.digest128(), seeded.digest())
+}
+
 /// Outcome of checking a document against the index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -455,6 +472,35 @@ mod tests {
         );
         let est = estimate_jaccard(&h.signature(&base), &h.signature(&near));
         assert!((est - jaccard_5grams(&base, &near)).abs() < 0.15, "{est}");
+    }
+
+    #[test]
+    fn streamed_key_hashes_equal_the_hashes_of_the_key() {
+        let r = crate::io::open_reader(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../data/sample/sotu.jsonl.gz"),
+            None,
+        )
+        .expect("sample corpus");
+        use std::io::BufRead;
+        let mut texts: Vec<String> = r
+            .lines()
+            .take(20)
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(&l.expect("line")).expect("json");
+                v["text"].as_str().expect("text").to_string()
+            })
+            .collect();
+        texts.extend(["", "  ", " a ", "a\t\nb  c\u{a0}d\u{2028}", "x"].map(String::from));
+        for t in &texts {
+            let key = crate::clean::dedup_key(t);
+            assert_eq!(
+                key_hashes(t, 7),
+                (exact_hash(&key), xxh3_64_with_seed(key.as_bytes(), 7)),
+                "{:?}",
+                &t[..t.len().min(40)]
+            );
+        }
     }
 
     /// The defect of issue 14: a band collision alone used to drop the document. Two signatures

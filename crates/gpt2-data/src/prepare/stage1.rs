@@ -10,12 +10,12 @@ use std::sync::atomic::Ordering;
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
+use xxhash_rust::xxh3::xxh3_64;
 
 use super::{minhash_params, work_dir, Counts, RunOptions};
-use crate::clean::{clean, dedup_key};
+use crate::clean::clean;
 use crate::config::{PrepareConfig, PreparePlan, Utf8Policy};
-use crate::dedup::{exact_hash, MinHasher};
+use crate::dedup::{key_hashes, MinHasher};
 use crate::error::{DataError, IoContext, Result};
 use crate::io::{write_atomic, AtomicFile};
 use crate::progress::{Progress, Snapshot};
@@ -167,7 +167,7 @@ fn process(rec: Record, ctx: &Ctx) -> Processed {
         // r50k ids are < 50257 < 65536, so uint16 is lossless (llm.c's format assumes it too).
         tokens.extend_from_slice(&(id as u16).to_le_bytes());
     }
-    let key = dedup_key(&text);
+    let (exact, split) = key_hashes(&text, SPLIT_SEED);
     let sig = if cfg.dedup.near {
         ctx.hasher.signature(&text)
     } else {
@@ -177,8 +177,8 @@ fn process(rec: Record, ctx: &Ctx) -> Processed {
         outcome: Outcome::Kept {
             tokens,
             text_bytes: text.len() as u64,
-            exact: exact_hash(&key),
-            split: xxh3_64_with_seed(key.as_bytes(), SPLIT_SEED),
+            exact,
+            split,
             sig,
             meta: rec.meta,
         },
