@@ -106,10 +106,18 @@ fn cat(t: &Tables, c: char) -> Cat {
 /// Call `f` with each piece of `text`, in order, exactly as GPT-2's regex splits it.
 pub fn split(text: &str, mut f: impl FnMut(&str)) {
     let t = tables();
-    let chars: Vec<(usize, char, Cat)> = text
-        .char_indices()
-        .map(|(i, c)| (i, c, cat(t, c)))
-        .collect();
+    // Most documents are pure ASCII: classify bytes directly, skipping UTF-8 decoding and the
+    // range checks of `cat` (same categories: `low` is built by the same classifier).
+    let chars: Vec<(usize, char, Cat)> = if text.is_ascii() {
+        text.bytes()
+            .enumerate()
+            .map(|(i, b)| (i, b as char, t.low[b as usize]))
+            .collect()
+    } else {
+        text.char_indices()
+            .map(|(i, c)| (i, c, cat(t, c)))
+            .collect()
+    };
     let n = chars.len();
     let at = |k: usize| if k < n { chars[k].0 } else { text.len() };
     let run = |mut k: usize, want: Cat| {
