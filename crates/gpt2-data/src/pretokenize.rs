@@ -104,35 +104,50 @@ fn cat(t: &Tables, c: char) -> Cat {
 }
 
 /// Call `f` with each piece of `text`, in order, exactly as GPT-2's regex splits it.
-pub fn split(text: &str, mut f: impl FnMut(&str)) {
+pub fn split(text: &str, f: impl FnMut(&str)) {
     let t = tables();
-    // Most documents are pure ASCII: classify bytes directly, skipping UTF-8 decoding and the
-    // range checks of `cat` (same categories: `low` is built by the same classifier).
-    let chars: Vec<(usize, char, Cat)> = if text.is_ascii() {
-        text.bytes()
-            .enumerate()
-            .map(|(i, b)| (i, b as char, t.low[b as usize]))
-            .collect()
+    if text.is_ascii() {
+        // Most documents are pure ASCII: read bytes in place, with no per-character vector,
+        // no UTF-8 decoding and no range checks (`low` is built by the same classifier).
+        let b = text.as_bytes();
+        split_with(
+            text,
+            b.len(),
+            |k| (k, b[k] as char, t.low[b[k] as usize]),
+            f,
+        );
     } else {
-        text.char_indices()
+        let chars: Vec<(usize, char, Cat)> = text
+            .char_indices()
             .map(|(i, c)| (i, c, cat(t, c)))
-            .collect()
-    };
-    let n = chars.len();
-    let at = |k: usize| if k < n { chars[k].0 } else { text.len() };
+            .collect();
+        split_with(text, chars.len(), |k| chars[k], f);
+    }
+}
+
+/// The splitting rules over `n` characters, `get(k)` = (byte offset, char, category) of the
+/// k-th; inlined into both callers so the ASCII one indexes bytes directly.
+#[inline(always)]
+fn split_with(
+    text: &str,
+    n: usize,
+    get: impl Fn(usize) -> (usize, char, Cat),
+    mut f: impl FnMut(&str),
+) {
+    let at = |k: usize| if k < n { get(k).0 } else { text.len() };
     let run = |mut k: usize, want: Cat| {
-        while k < n && chars[k].2 == want {
+        while k < n && get(k).2 == want {
             k += 1;
         }
         k
     };
     let mut i = 0;
     while i < n {
-        let (_, c, k) = chars[i];
+        let (_, c, k) = get(i);
         // 1. Contractions, case-sensitive: 's 't 'd 'm 'll 've 're.
         if c == '\'' && i + 1 < n {
-            let c1 = chars[i + 1].1;
-            let c2 = if i + 2 < n { chars[i + 2].1 } else { '\0' };
+            let c1 = get(i + 1).1;
+            let c2 = if i + 2 < n { get(i + 2).1 } else { '\0' };
             let len = match (c1, c2) {
                 ('s' | 'd' | 'm' | 't', _) => 2,
                 ('l', 'l') | ('v', 'e') | ('r', 'e') => 3,
@@ -145,12 +160,12 @@ pub fn split(text: &str, mut f: impl FnMut(&str)) {
             }
         }
         // 2–4. An optional literal space, then a run of letters, numbers or "other".
-        let (start, body) = if c == ' ' && i + 1 < n && chars[i + 1].2 != Cat::Space {
+        let (start, body) = if c == ' ' && i + 1 < n && get(i + 1).2 != Cat::Space {
             (i, i + 1)
         } else {
             (i, i)
         };
-        let bk = chars[body].2;
+        let bk = get(body).2;
         if bk != Cat::Space {
             let end = run(body, bk);
             f(&text[at(start)..at(end)]);
