@@ -52,11 +52,13 @@ fn collide(s: f64, b: usize, r: usize) -> f64 {
 
 impl MinHashParams {
     /// Choose bands × rows for a Jaccard `threshold` with at most `num_perm` permutations: the
-    /// largest r for which some b with b·r ≤ num_perm makes a pair at threshold + 0.1 a
-    /// candidate with probability ≥ 0.99, and the smallest such b (less memory). Falls back to
+    /// largest r for which some b with b·r ≤ num_perm makes a pair at threshold + 0.1 (or
+    /// halfway to 1, whichever is lower) a candidate with probability ≥ 0.99, and the smallest such b (less memory). Falls back to
     /// one row per band, all permutations, when even that cannot reach 0.99.
     pub fn for_threshold(threshold: f64, num_perm: usize, ngram: usize) -> Self {
-        let target = (threshold + 0.1).min(1.0);
+        // threshold + 0.1, but halfway to 1 for high thresholds: at Jaccard 1 every split
+        // collides, which would pick a single band of all permutations.
+        let target = (threshold + 0.1).min((threshold + 1.0) / 2.0);
         let mut best = (num_perm.max(1), 1);
         'r: for r in (1..=num_perm.max(1)).rev() {
             for b in 1..=num_perm / r {
@@ -439,6 +441,14 @@ mod tests {
         assert!(collide(0.6, p.bands, p.rows) >= 0.99);
         assert!(collide(0.6, 128 / (p.rows + 1), p.rows + 1) < 0.99);
         assert_eq!(p.min_agree(), 64);
+        // Every configurable threshold keeps high recall just above it, and never degenerates
+        // into one band of all permutations.
+        for t in [0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95] {
+            let p = MinHashParams::for_threshold(t, 128, 5);
+            let above = (t + 0.1).min((t + 1.0) / 2.0);
+            assert!(collide(above, p.bands, p.rows) >= 0.99, "{t}: {p:?}");
+            assert!(p.bands >= 2 && p.bands * p.rows <= 128, "{t}: {p:?}");
+        }
     }
 
     #[test]
