@@ -16,6 +16,14 @@ pub struct CleanReport {
 
 /// Clean `text`; returns the cleaned text and what changed.
 pub fn clean(text: &str) -> (String, CleanReport) {
+    // Most documents are ASCII without `\r` or control characters: already NFC and nothing to
+    // remove, so a byte scan and one copy replace the per-character pass below.
+    if text
+        .bytes()
+        .all(|b| (0x20..0x7f).contains(&b) || b == b'\n' || b == b'\t')
+    {
+        return (text.to_owned(), CleanReport::default());
+    }
     let mut report = CleanReport::default();
     let needs_nfc = is_nfc_quick(text.chars()) != IsNormalized::Yes;
     let nfc: std::borrow::Cow<str> = if needs_nfc {
@@ -68,6 +76,20 @@ mod tests {
         let (s, r) = clean("plain text\n");
         assert_eq!(s, "plain text\n");
         assert_eq!(r, CleanReport::default());
+    }
+
+    /// ASCII text with `\r`, DEL or C0 controls must take the general path; everything else
+    /// in ASCII comes back unchanged, as the general path would return it.
+    #[test]
+    fn ascii_fast_path_changes_nothing_it_should_not() {
+        let (s, r) = clean("a\rb\x7fc\x1bd\te ~\n");
+        assert_eq!(s, "a\nbcd\te ~\n");
+        assert!(r.controls_removed && !r.nfc_changed);
+        let all_printable: String = (0x20u8..0x7f).map(char::from).collect::<String>() + "\n\t";
+        assert_eq!(
+            clean(&all_printable),
+            (all_printable.clone(), CleanReport::default())
+        );
     }
 
     #[test]
