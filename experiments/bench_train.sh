@@ -21,7 +21,7 @@ if [ -z "${PYTHON:-}" ]; then
     experiments/.venv/bin/python -m pip install -q torch numpy
 fi
 PY="${PYTHON:-experiments/.venv/bin/python}"
-cargo build -q --bin gpt2
+cargo build -q --features "${FEATURES:-wgpu}" --bin gpt2   # the make demo/test feature set: no second Burn build
 BIN="${CARGO_TARGET_DIR:-target}/debug/gpt2"
 SHARDS=data/shards/sotu
 [ -f "$SHARDS/manifest.json" ] || "$BIN" prepare --quiet --config configs/data/sample.yaml

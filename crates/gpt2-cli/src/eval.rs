@@ -43,7 +43,8 @@ pub struct EvalArgs {
     /// Also write the report (totals and per-shard table) as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Device: `cpu` (default) or `cuda` (only in a binary built with the `cuda` feature).
+    /// Device: `cpu` (default), `cuda` or `wgpu` (Vulkan/Metal/DX12), each only in a binary
+    /// built with that cargo feature.
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// No progress bar.

@@ -330,3 +330,36 @@ fn help_documents_every_flag() {
         }
     }
 }
+
+/// `gpt2 eval` and greedy `gpt2 sample` on a wgpu device give flex's numbers and tokens.
+/// Skipped, saying so, where no wgpu adapter exists (CI requires one).
+#[cfg(feature = "wgpu")]
+#[test]
+fn eval_and_greedy_sample_on_wgpu_equal_flex() {
+    if gpt2_model::testing::wgpu_or_skip("eval/sample on wgpu").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (run, shards) = fixture(dir.path());
+    let on = |device: &str| {
+        let json = dir.path().join(format!("eval-{device}.json"));
+        ok(&[
+            "eval", "--checkpoint", s(&run), "--shards", s(&shards), "--max-tokens", "700",
+            "--batch", "3", "--json", s(&json), "--quiet", "--device", device,
+        ]);
+        let r: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        let sample = ok(&[
+            "sample", "--checkpoint", s(&run), "--prompt", "The President said",
+            "--max-new-tokens", "16", "--temperature", "0", "--ignore-eot", "--device", device,
+        ]);
+        (r, sample)
+    };
+    let ((rf, sf), (rw, sw)) = (on("cpu"), on("wgpu"));
+    assert_eq!(rw["tokens"], rf["tokens"]);
+    for key in ["nll", "bpb"] {
+        let (w, f) = (rw[key].as_f64().unwrap(), rf[key].as_f64().unwrap());
+        assert!((w - f).abs() <= 1e-5 * f.abs(), "{key}: wgpu {w} vs flex {f}");
+    }
+    assert_eq!(sw, sf, "greedy samples differ");
+}

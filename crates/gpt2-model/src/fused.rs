@@ -32,7 +32,7 @@ use crate::kernels;
 
 /// The fused ops, as a backend extension: concrete backends run the forward, `Autodiff<B>`
 /// adds the backward.
-#[backend_extension(Flex, Cube: cfg(feature = "cuda"), Autodiff)]
+#[backend_extension(Flex, Cube: cfg(any(feature = "cuda", feature = "wgpu")), Autodiff)]
 pub trait FusedOps: Backend {
     /// Mean cross-entropy (nats, f32 `[1]`) of the tied LM head: `h` `[N, C]`, `wte` `[V, C]`,
     /// `targets` `[N]` (ids `< V`).
@@ -205,9 +205,9 @@ macro_rules! concrete_fused_ops {
 }
 
 concrete_fused_ops!(Flex);
-#[cfg(feature = "cuda")]
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
 concrete_fused_ops!(burn::backend::Cube);
-#[cfg(feature = "cuda")]
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
 impl RowKernels for burn::backend::Cube {}
 
 /// A flex tensor's elements as one contiguous slice (copying only a strided or shared one).

@@ -39,6 +39,11 @@ pub mod hf;
 mod kernels;
 pub mod model;
 pub mod params;
+#[cfg(feature = "wgpu")]
+#[doc(hidden)]
+pub mod testing;
+#[cfg(all(test, feature = "wgpu"))]
+mod wgpu_tests;
 
 pub use config::{ComputeDtype, Gpt2Config, EOT_TOKEN, GPT2_VOCAB_SIZE, PRESET_NAMES};
 pub use error::{ModelError, Result};

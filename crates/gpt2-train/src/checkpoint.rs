@@ -3,7 +3,7 @@
 //!
 //! 1. write everything into `step_NNNNNNNN.tmp/`: `model.safetensors` + `config.json` (HF
 //!    layout, full f32 precision — also what `gpt2 eval`/transformers load), `optimizer.safetensors`
-//!    (AdamW moments and t), `state.json` (step, tokens, loader state, plan, git commit);
+//!    (AdamW moments and t), `state.json` (step, tokens, every rank's loader state, plan, git commit);
 //! 2. fsync every file, rename the directory to its final name, fsync the parent;
 //! 3. write `DONE` last. A directory without `DONE` is incomplete and is never resumed from.
 //!
@@ -29,7 +29,12 @@ pub struct TrainState {
     /// Optimizer steps completed.
     pub step: u64,
     pub tokens_seen: u64,
+    /// The data position: windows of the epoch handed out to all ranks together (the loader's
+    /// cursor is global, so it also places a resumed run with another number of devices).
     pub loader: LoaderState,
+    /// Every rank's loader state, rank 0 first (a resume on as many devices restores each).
+    #[serde(default)]
+    pub rank_loaders: Vec<LoaderState>,
     /// Updates skipped under `nan_policy: skip`.
     pub skipped_updates: u64,
     /// f16 dynamic loss scale (1.0 when unused).

@@ -92,12 +92,21 @@ pub type Precision = ComputeDtype;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceConfig {
-    /// `flex` (pure-Rust CPU, default) or `cuda`.
+    /// `flex` (pure-Rust CPU, default), `cuda` (NVIDIA) or `wgpu` (Vulkan/Metal/DX12 GPUs).
     #[serde(default = "flex")]
     pub kind: String,
-    /// CUDA device ids (data parallel over them is not implemented yet; see the README).
+    /// Devices to train on, one data-parallel replica each (default `[0]`): CUDA ordinals,
+    /// indices into the wgpu adapters, or (flex) replicas sharing the CPU. Gradients are
+    /// averaged over them every step; `batch.micro_batch` is per device.
     #[serde(default)]
     pub ids: Vec<usize>,
+    /// wgpu only: the device list `ids` index into, by name — `discrete:N`, `integrated:N`,
+    /// `virtual:N`, `cpu` (a software adapter such as lavapipe) or `default` (wgpu's choice).
+    /// Empty (the default): every adapter wgpu finds, GPUs first. Two names that reach one
+    /// adapter (`default` and `cpu` on a machine whose only adapter is lavapipe) are two devices
+    /// sharing it: how CI runs two data-parallel ranks without two GPUs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub wgpu_devices: Vec<String>,
 }
 
 fn flex() -> String {
@@ -109,6 +118,7 @@ impl Default for DeviceConfig {
         Self {
             kind: flex(),
             ids: vec![],
+            wgpu_devices: vec![],
         }
     }
 }
@@ -288,8 +298,12 @@ impl TrainConfig {
             }
         }
         let world_size = self.device.ids.len().max(1);
-        if world_size > 1 {
-            p.push(format!("device.ids lists {world_size} devices; multi-device data parallel is not implemented yet (use one id)"));
+        let ids = &self.device.ids;
+        if let Some(dup) = ids.iter().enumerate().find(|(i, id)| ids[..*i].contains(id)) {
+            p.push(format!(
+                "device.ids {ids:?} lists device {} twice: one replica per device",
+                dup.1
+            ));
         }
         let per_micro = b.micro_batch * b.seq_len * world_size;
         let grad_accum_steps = if per_micro > 0
@@ -357,6 +371,12 @@ impl TrainConfig {
         if self.log_interval == 0 {
             p.push("log_interval must be positive".into());
         }
+        if !self.device.wgpu_devices.is_empty() && self.device.kind != "wgpu" {
+            p.push(format!(
+                "device.wgpu_devices is for device.kind wgpu, not {}",
+                self.device.kind
+            ));
+        }
         match self.device.kind.as_str() {
             // bf16/f16 run on flex too (the tests use it), but slowly: flex has no fast
             // half-precision matmuls. Use f32 on CPU for real work.
@@ -366,7 +386,25 @@ impl TrainConfig {
                     p.push("device.kind cuda: this binary was built without the `cuda` feature (cargo build --release --features cuda)".into());
                 }
             }
-            other => p.push(format!("device.kind `{other}` must be `flex` or `cuda`")),
+            "wgpu" => {
+                for name in &self.device.wgpu_devices {
+                    if let Err(e) = crate::device::parse_wgpu_name(name) {
+                        p.push(format!("device.wgpu_devices: {e}"));
+                    }
+                }
+                if !cfg!(feature = "wgpu") {
+                    p.push("device.kind wgpu: this binary was built without the `wgpu` feature (cargo build --release --features wgpu)".into());
+                }
+                // WGSL has no bf16 type: no wgpu adapter can run it (Burn's matmul would panic
+                // inside a kernel). f16 needs the adapter's shader-f16, checked at start.
+                if self.precision == Precision::Bf16 {
+                    p.push("precision bf16 is not available on device.kind wgpu (WGSL shaders have no bf16 type): use f16 (dynamic loss scaling) or f32".into());
+                }
+            }
+            other => p.push(format!(
+                "device.kind `{other}` must be one of {}",
+                crate::device::KINDS
+            )),
         }
         if !self.data.shards.join(gpt2_data::prepare::MANIFEST).exists() {
             p.push(format!(
@@ -452,6 +490,15 @@ impl TrainPlan {
             (
                 "precision".into(),
                 format!("{:?} on {}", c.precision, c.device.kind),
+            ),
+            (
+                "devices".into(),
+                format!(
+                    "{} × {} (ids {:?}), gradients averaged every step",
+                    self.world_size,
+                    c.device.kind,
+                    if c.device.ids.is_empty() { vec![0] } else { c.device.ids.clone() }
+                ),
             ),
             (
                 "FLOPs".into(),

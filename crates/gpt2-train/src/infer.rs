@@ -1,4 +1,5 @@
-//! Loading models for inference (eval, sample, export): which device, which checkpoint.
+//! Loading models for inference (eval, sample, export): which checkpoint (the device comes
+//! from [`crate::device`]).
 
 use std::path::{Path, PathBuf};
 
@@ -8,47 +9,7 @@ use gpt2_model::Gpt2;
 
 use crate::error::{Result, TrainError};
 
-/// The device for inference: `"cpu"` (flex) or, in a `cuda` build, `"cuda"` (GPU 0). Never
-/// an autodiff device.
-pub fn inference_device(kind: &str) -> Result<Device> {
-    match kind {
-        "cpu" | "flex" => Ok(Device::flex()),
-        "cuda" => cuda_device(0),
-        other => Err(TrainError::Device {
-            requested: other.into(),
-            message: "unknown device".into(),
-            hint: "use cpu or cuda".into(),
-        }),
-    }
-}
-
-/// CUDA device `id`, after checking that it exists. Burn would hand out `Device::cuda(id)`
-/// regardless and panic inside its device thread at the first operation when there is no
-/// driver or no such GPU; enumerating first turns that into an error that says what to do.
-pub fn cuda_device(id: usize) -> Result<Device> {
-    #[cfg(feature = "cuda")]
-    {
-        let found = Device::enumerate(burn::tensor::DeviceType::Cuda).len();
-        if id < found {
-            return Ok(Device::cuda(id));
-        }
-        Err(TrainError::Device {
-            requested: format!("cuda:{id}"),
-            message: format!("{found} CUDA device(s) found"),
-            hint: "check `nvidia-smi` and that the NVIDIA driver (libcuda) and CUDA runtime \
-                   libraries (NVRTC) are installed, or use the CPU (device.kind: flex, --device cpu)"
-                .into(),
-        })
-    }
-    #[cfg(not(feature = "cuda"))]
-    Err(TrainError::Device {
-        requested: format!("cuda:{id}"),
-        message: "this binary was built without the `cuda` feature".into(),
-        hint: "build with `cargo build --release --features cuda` (works offline, see README), \
-               or use the CPU (device.kind: flex, --device cpu)"
-            .into(),
-    })
-}
+pub use crate::device::{cuda_device, inference_device};
 
 /// Resolves `--checkpoint`: a checkpoint directory of a run (must be complete: `DONE`), a run
 /// directory (→ its newest complete checkpoint), an HF model directory (`model.safetensors` +
@@ -115,25 +76,4 @@ pub fn logits_of(model: &Gpt2, ids: &[u32]) -> Vec<f32> {
         .convert::<f32>()
         .try_into_vec::<f32>()
         .expect("converted to f32")
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn unknown_or_unbuilt_devices_are_clear_errors() {
-        let e = super::inference_device("tpu").unwrap_err().to_string();
-        assert!(
-            e.contains("unknown device") && e.contains("cpu or cuda"),
-            "{e}"
-        );
-        #[cfg(not(feature = "cuda"))]
-        {
-            let e = super::inference_device("cuda").unwrap_err().to_string();
-            assert!(
-                e.contains("without the `cuda` feature") && e.contains("--features cuda"),
-                "{e}"
-            );
-        }
-        assert!(super::inference_device("cpu").is_ok());
-    }
 }

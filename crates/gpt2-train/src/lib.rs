@@ -3,16 +3,18 @@
 //! global-norm clipping, gradient accumulation) with checkpoints that resume bit-exactly on CPU.
 //!
 //! Files in reading order: [`config`] (YAML → plan) → [`schedule`] → [`optim`] (AdamW, clipping)
-//! → [`checkpoint`] → [`metrics`] → [`train`] (the loop) → [`eval`] (held-out NLL, perplexity,
+//! → [`checkpoint`] → [`metrics`] → [`device`] (flex, cuda, wgpu) → [`train`] (the loop) → [`eval`] (held-out NLL, perplexity,
 //! bits per byte) → [`infer`] (device and checkpoint resolution for eval, sample, export).
 
 pub mod checkpoint;
 pub mod config;
+pub mod device;
 pub mod error;
 pub mod eval;
 pub mod infer;
 pub mod metrics;
 pub mod optim;
+pub mod parallel;
 pub mod schedule;
 pub mod train;
 

@@ -1,5 +1,12 @@
-//! The training loop: the plan → a model, AdamW, loaders → steps with accumulation, clipping,
-//! schedule, logging, evaluation, checkpoints and exact resume. One file read top to bottom.
+//! The training loop: the plan → replicas (a model, AdamW and loaders per device) → steps with
+//! accumulation, gradient mean over devices, clipping, schedule, logging, validation,
+//! checkpoints and exact resume. [`train`] reads top to bottom; its phases are the functions
+//! below it in the same order: `replicas`, `step`, `validate`, `checkpoint`.
+//!
+//! Data parallel (`device.ids: [0, 1, ..]`, see `parallel.rs`): every rank draws its own
+//! micro-batches (rank r of the loader), the ranks' gradients are averaged, the global norm is
+//! clipped on the average, and every rank applies the same AdamW update, so N devices × a
+//! accumulation steps train like 1 device × N·a over the same windows.
 //!
 //! Precision (which ops run in which dtype): parameters, AdamW moments and updates are f32
 //! always; with `precision: bf16|f16` the model casts weights and activations to that dtype
@@ -27,6 +34,7 @@ use crate::error::{IoContext, Result, TrainError};
 use crate::eval::metric_metadata;
 use crate::metrics::{self, MetricsLog, Record};
 use crate::optim::{global_grad_norm, AdamW, AdamWParams};
+use crate::parallel::{on_each_rank, replicate, GradMean};
 use crate::schedule::lr_at;
 
 /// Where to start from.
@@ -65,11 +73,24 @@ pub struct Summary {
 /// on an H200 (the datasheet says ~989).
 pub const PEAK_FLOPS_H200_BF16: f64 = 788e12;
 
-fn devices(plan: &TrainPlan) -> Result<Device> {
-    match plan.config.device.kind.as_str() {
-        "cuda" => crate::infer::cuda_device(plan.config.device.ids.first().copied().unwrap_or(0)),
-        _ => Ok(Device::flex()),
+/// The plain devices of the run (one per rank), each checked for the run's precision.
+fn devices(plan: &TrainPlan) -> Result<Vec<Device>> {
+    let d = &plan.config.device;
+    let devices = crate::device::training_devices(d)?;
+    // flex runs every dtype (half precision through conversions); GPU adapters may lack one.
+    if let Some(dtype) = plan.model.compute_dtype.cast_dtype().filter(|_| d.kind != "flex") {
+        if devices.iter().any(|dev| !crate::device::supports(dev, dtype.into())) {
+            return Err(TrainError::Device {
+                requested: format!("{} {:?}", d.kind, d.ids),
+                message: format!(
+                    "this device cannot compute in {dtype:?} (precision {:?})",
+                    plan.config.precision
+                ),
+                hint: "use precision f32 (or f16 on an adapter with shader-f16 support)".into(),
+            });
+        }
     }
+    Ok(devices)
 }
 
 /// Tokens `[B, T+1]` from the loader → (inputs, targets) `[B, T]`.
@@ -123,9 +144,60 @@ pub fn evaluate(
     Ok(mean.final_value().current())
 }
 
-/// Seed of the device RNG (dropout) for a step: a pure function, so resume needs no RNG state.
-fn step_seed(seed: u64, step: u64) -> u64 {
-    seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ step.wrapping_mul(0xbf58_476d_1ce4_e5b9)
+/// Seed of a rank's device RNG (dropout) for a step: a pure function, so resume needs no RNG
+/// state. Rank 0's is the single-device seed; other ranks draw other masks.
+fn step_seed(seed: u64, step: u64, rank: usize) -> u64 {
+    (seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ step.wrapping_mul(0xbf58_476d_1ce4_e5b9))
+        .wrapping_add((rank as u64).wrapping_mul(0x632b_e59b_d9b4_e019))
+}
+
+/// One data-parallel rank: its autodiff device, model replica, AdamW state and data.
+struct Rank {
+    device: Device,
+    /// `None` only while the optimizer consumes it during an update.
+    model: Option<Gpt2>,
+    opt: AdamW,
+    train: TokenLoader,
+    val: Option<TokenLoader>,
+}
+
+impl Rank {
+    fn model(&self) -> &Gpt2 {
+        self.model.as_ref().expect("the model is back after every update")
+    }
+
+    /// Forward and backward over this rank's `grad_accum_steps` micro-batches: the gradient of
+    /// its share of the step's loss (scaled by `scale / accum`), and its mean loss. The losses
+    /// stay on the device until the end, so the device queue never waits for the host.
+    fn accumulate(&mut self, plan: &TrainPlan, seed: u64, scale: f64) -> (GradientsParams, f64) {
+        let (b, t) = (plan.config.batch.micro_batch, plan.config.batch.seq_len);
+        let accum_steps = plan.grad_accum_steps;
+        self.device.seed(seed);
+        let mut accum = GradientsAccumulator::<Gpt2>::new();
+        let mut loss_sum: Option<Tensor<1>> = None;
+        for _ in 0..accum_steps {
+            let (x, y) = batch_tensors(&self.train.next_batch(), b, t, &self.device);
+            let model = self.model();
+            let loss = model.forward_loss(x, y);
+            // Scale by 1/accum so the accumulated gradient is that of the mean over the step.
+            let scaled = loss.clone().mul_scalar(scale / accum_steps as f64);
+            let grads = GradientsParams::from_grads(scaled.backward(), model);
+            accum.accumulate(model, grads);
+            let loss = loss.detach();
+            loss_sum = Some(loss_sum.map_or(loss.clone(), |s| s + loss));
+        }
+        let loss = loss_sum.expect("at least one micro-batch").into_scalar::<f32>() as f64;
+        (accum.grads(), loss / accum_steps as f64)
+    }
+}
+
+/// What one optimizer step measured.
+struct StepStats {
+    /// Mean training loss over all ranks and micro-batches.
+    loss: f64,
+    /// Global gradient norm of the averaged, unscaled gradients (before clipping).
+    norm: f64,
+    lr: f64,
 }
 
 /// Run (or continue) training according to `plan`.
@@ -141,87 +213,22 @@ pub fn train(plan: TrainPlan, opts: &TrainOptions) -> Result<Summary> {
         }
     };
 
-    // --- Where we start: fresh, or a checkpoint. -------------------------------------------
-    let start_dir = match &opts.resume {
-        Resume::No => None,
-        Resume::Path(p) => Some(p.clone()),
-        Resume::Auto => {
-            let (done, broken) = checkpoint::list(&run_dir)?;
-            for b in &broken {
-                eprintln!(
-                    "warning: skipping incomplete or damaged checkpoint {}",
-                    b.display()
-                );
-            }
-            done.last().map(|d| d.1.clone())
-        }
-    };
-    let base = devices(&plan)?;
-    let device = base.clone().autodiff();
-    let inner = base;
-    let (mut model, mut opt, mut state) = match &start_dir {
-        Some(dir) => {
-            let state = checkpoint::load_state(dir)?;
-            let model = gpt2_model::load_hf_with_config(dir, Some(plan.model.clone()), &device)?;
-            let opt = AdamW::load(&dir.join(checkpoint::OPTIMIZER), &inner)?;
-            opt.check_covers(&model, dir)?;
-            say(format!(
-                "resuming from {} (step {}, {} tokens seen)",
-                dir.display(),
-                state.step,
-                state.tokens_seen
-            ));
-            (
-                model,
-                opt,
-                TrainState {
-                    plan: plan.clone(),
-                    ..state
-                },
-            )
-        }
-        None => {
-            let model = Gpt2::new(&plan.model, &device, cfg.seed)?;
-            let loss_scale = if cfg.precision == Precision::F16 {
-                cfg.loss_scale.init
-            } else {
-                1.0
-            };
-            let state = TrainState {
-                step: 0,
-                tokens_seen: 0,
-                loader: gpt2_data::LoaderState {
-                    epoch: 0,
-                    cursor: 0,
-                },
-                skipped_updates: 0,
-                loss_scale,
-                good_steps: 0,
-                overflow_steps: 0,
-                plan: plan.clone(),
-            };
-            (model, AdamW::default(), state)
-        }
-    };
-
-    // --- Data. -------------------------------------------------------------------------------
-    let (b, t) = (cfg.batch.micro_batch, cfg.batch.seq_len);
-    let shuffle = cfg.data.shuffle.then_some(cfg.seed);
-    let mut train_loader = TokenLoader::from_manifest(
-        &cfg.data.shards,
-        "train",
-        b,
-        t,
-        0,
-        1,
-        shuffle,
-        cfg.data.verify,
-    )?;
-    train_loader.set_state(state.loader);
-    let mut val_loader =
-        TokenLoader::from_manifest(&cfg.data.shards, "val", b, t, 0, 1, None, cfg.data.verify).ok();
-    if val_loader.is_none() {
-        eprintln!("warning: no usable `val` split in the shards; validation loss is skipped");
+    // --- Replicas: fresh, or from a checkpoint; one per device. ----------------------------
+    let start = start_dir(&run_dir, &opts.resume)?;
+    let devices = devices(&plan)?;
+    let (mut ranks, mut state) = replicas(&plan, &devices, start.as_deref(), &say)?;
+    let grad_mean = GradMean::new(&cfg.device.kind, &devices);
+    // GPU ranks feed their queues from threads of their own; flex replicas share the CPU.
+    let parallel = cfg.device.kind != "flex";
+    if ranks.len() > 1 {
+        say(format!(
+            "data parallel: {} ranks on {} {:?}, {} tokens/step in total, gradients: {}",
+            ranks.len(),
+            cfg.device.kind,
+            cfg.device.ids,
+            plan.tokens_per_step,
+            grad_mean.name()
+        ));
     }
 
     let log = MetricsLog::open(&run_dir, state.step)?;
@@ -230,7 +237,6 @@ pub fn train(plan: TrainPlan, opts: &TrainOptions) -> Result<Summary> {
         signal_hook::flag::register(sig, stop.clone()).at(&run_dir)?;
     }
     let bar = progress_bar(&plan, state.step, opts.quiet);
-    let o = &cfg.optimizer;
     let mut summary = Summary {
         step: state.step,
         last_train_loss: f64::NAN,
@@ -239,87 +245,19 @@ pub fn train(plan: TrainPlan, opts: &TrainOptions) -> Result<Summary> {
         interrupted: false,
         skipped_updates: state.skipped_updates,
     };
-    let peak = (cfg.device.kind == "cuda").then_some(PEAK_FLOPS_H200_BF16);
+    // MFU against the peak of all devices together.
+    let peak = (cfg.device.kind == "cuda").then_some(PEAK_FLOPS_H200_BF16 * ranks.len() as f64);
 
     // --- Steps. ------------------------------------------------------------------------------
     while state.step < plan.max_steps {
-        let step = state.step;
         let t0 = Instant::now();
-        let lr = lr_at(step, o.lr, o.min_lr, o.warmup_steps, plan.max_steps);
-        device.seed(step_seed(cfg.seed, step));
-        let mut accum = GradientsAccumulator::<Gpt2>::new();
-        let mut loss_sum = 0.0f64;
-        // f16: the loss is scaled up so small gradients survive the half-precision backward.
-        let f16 = cfg.precision == Precision::F16;
-        let ls = if f16 { state.loss_scale } else { 1.0 };
-        for _ in 0..plan.grad_accum_steps {
-            let (x, y) = batch_tensors(&train_loader.next_batch(), b, t, &device);
-            let loss = model.forward_loss(x, y);
-            // Scale by 1/accum so the accumulated gradient is that of the mean over the step.
-            let scaled = loss.clone().mul_scalar(ls / plan.grad_accum_steps as f64);
-            loss_sum += loss.into_scalar::<f32>() as f64;
-            let grads = GradientsParams::from_grads(scaled.backward(), &model);
-            accum.accumulate(&model, grads);
-        }
-        let mut grads = accum.grads();
-        let loss = loss_sum / plan.grad_accum_steps as f64;
-        let norm = global_grad_norm(&model, &grads) / ls;
-        state.tokens_seen += plan.tokens_per_step;
-        state.loader = train_loader.state();
-        let finite = loss.is_finite() && norm.is_finite();
-        if f16 && loss.is_finite() && !norm.is_finite() {
-            // Overflow of the scaled gradients: skip this update, halve the scale (GradScaler).
-            state.loss_scale = (state.loss_scale * 0.5).max(1.0);
-            state.good_steps = 0;
-            state.overflow_steps += 1;
-            eprintln!(
-                "warning: step {}: f16 gradient overflow; update skipped, loss scale now {}",
-                step + 1,
-                state.loss_scale
-            );
-        } else if finite {
-            // Unscale and clip in one factor.
-            let scale = clip_scale(norm, o.grad_clip) / ls;
-            if f16 {
-                state.good_steps += 1;
-                if state.good_steps % cfg.loss_scale.growth_interval == 0 {
-                    state.loss_scale *= 2.0;
-                }
-            }
-            let p = AdamWParams {
-                lr,
-                beta1: o.beta1,
-                beta2: o.beta2,
-                eps: o.eps,
-                weight_decay: o.weight_decay,
-            };
-            model = opt.step(model, &mut grads, p, scale);
-        } else {
-            match cfg.nan_policy {
-                NanPolicy::Stop => {
-                    let (what, value) = if loss.is_finite() {
-                        ("gradient norm", norm)
-                    } else {
-                        ("loss", loss)
-                    };
-                    return Err(TrainError::NonFinite {
-                        step: step + 1,
-                        what,
-                        value,
-                    });
-                }
-                NanPolicy::Skip => {
-                    state.skipped_updates += 1;
-                    eprintln!("warning: step {}: non-finite loss {loss} or gradient norm {norm}; update skipped ({} so far)", step + 1, state.skipped_updates);
-                }
-            }
-        }
+        let StepStats { loss, norm, lr } = step(&plan, &mut ranks, &grad_mean, parallel, &mut state)?;
         state.step += 1;
         summary.step = state.step;
         summary.last_train_loss = loss;
         summary.skipped_updates = state.skipped_updates;
         let secs = t0.elapsed().as_secs_f64();
-        let tok_s = plan.tokens_per_step as f64 / secs;
+        let tok_s = plan.tokens_per_step as f64 / secs; // all ranks together
         let mfu = peak.map(|p| plan.flops_per_step as f64 / secs / p);
         let last = state.step == plan.max_steps;
         if state.step % cfg.log_interval == 0 || state.step == 1 || last {
@@ -353,8 +291,7 @@ pub fn train(plan: TrainPlan, opts: &TrainOptions) -> Result<Summary> {
         }
         let eval_now = last || (cfg.eval.interval > 0 && state.step % cfg.eval.interval == 0);
         if eval_now {
-            if let Some(vl) = val_loader.as_mut() {
-                let v = evaluate(&model, vl, b, t, cfg.eval.tokens)?;
+            if let Some(v) = validate(&plan, &mut ranks, parallel)? {
                 summary.last_val_loss = Some(v);
                 log.append(&Record {
                     step: state.step,
@@ -376,16 +313,7 @@ pub fn train(plan: TrainPlan, opts: &TrainOptions) -> Result<Summary> {
             || interrupted
             || state.step % cfg.checkpoint.interval == 0
         {
-            let dir = checkpoint::save(&run_dir, &state, |d| {
-                gpt2_model::save_hf(&model, d)?;
-                opt.save(&d.join(checkpoint::OPTIMIZER))
-            })?;
-            checkpoint::prune(
-                &run_dir,
-                cfg.checkpoint.keep_last,
-                cfg.checkpoint.keep_every,
-            )?;
-            summary.last_checkpoint = Some(dir);
+            summary.last_checkpoint = Some(checkpoint(&plan, &state, &ranks[0])?);
         }
         if interrupted {
             metrics::plot(&metrics::read(log.path())?, &run_dir.join("loss.svg"))?;
@@ -403,6 +331,233 @@ pub fn train(plan: TrainPlan, opts: &TrainOptions) -> Result<Summary> {
         bar.finish_and_clear();
     }
     Ok(summary)
+}
+
+/// The checkpoint to start from: none, the newest complete one (damaged ones are reported and
+/// skipped), or the one named.
+fn start_dir(run_dir: &Path, resume: &Resume) -> Result<Option<PathBuf>> {
+    Ok(match resume {
+        Resume::No => None,
+        Resume::Path(p) => Some(p.clone()),
+        Resume::Auto => {
+            let (done, broken) = checkpoint::list(run_dir)?;
+            for b in &broken {
+                eprintln!(
+                    "warning: skipping incomplete or damaged checkpoint {}",
+                    b.display()
+                );
+            }
+            done.last().map(|d| d.1.clone())
+        }
+    })
+}
+
+/// The ranks (model replica, AdamW state, train and val loaders per device) and the run state,
+/// fresh or from the checkpoint in `start`.
+///
+/// Resuming on another number of devices re-shards: the loader's cursor counts the windows
+/// handed out to all ranks together, so the new ranks continue at the same place in the same
+/// order, and with the same `total_batch_tokens` every step sees the same windows as before
+/// (the gradient sums in another order, so equal up to rounding).
+fn replicas(
+    plan: &TrainPlan,
+    devices: &[Device],
+    start: Option<&Path>,
+    say: &dyn Fn(String),
+) -> Result<(Vec<Rank>, TrainState)> {
+    let cfg = &plan.config;
+    let main = devices[0].clone().autodiff();
+    let (model, state) = match start {
+        Some(dir) => {
+            let state = checkpoint::load_state(dir)?;
+            let model = gpt2_model::load_hf_with_config(dir, Some(plan.model.clone()), &main)?;
+            say(format!(
+                "resuming from {} (step {}, {} tokens seen)",
+                dir.display(),
+                state.step,
+                state.tokens_seen
+            ));
+            let was = state.plan.world_size;
+            if was != devices.len() {
+                say(format!(
+                    "the checkpoint is from a {was}-device run, this one has {}: re-sharding the data (same windows per step, same order)",
+                    devices.len()
+                ));
+            }
+            (model, state)
+        }
+        None => {
+            let model = Gpt2::new(&plan.model, &main, cfg.seed)?;
+            let loss_scale = if cfg.precision == Precision::F16 {
+                cfg.loss_scale.init
+            } else {
+                1.0
+            };
+            let state = TrainState {
+                step: 0,
+                tokens_seen: 0,
+                loader: gpt2_data::LoaderState {
+                    epoch: 0,
+                    cursor: 0,
+                },
+                rank_loaders: Vec::new(),
+                skipped_updates: 0,
+                loss_scale,
+                good_steps: 0,
+                overflow_steps: 0,
+                plan: plan.clone(),
+            };
+            (model, state)
+        }
+    };
+    let world = devices.len();
+    let same_world = state.rank_loaders.len() == world;
+    let autodiff: Vec<Device> = devices.iter().map(|d| d.clone().autodiff()).collect();
+    let models = replicate(model, &autodiff);
+    let (b, t) = (cfg.batch.micro_batch, cfg.batch.seq_len);
+    let shuffle = cfg.data.shuffle.then_some(cfg.seed);
+    let mut ranks = Vec::with_capacity(world);
+    for (r, (model, device)) in models.into_iter().zip(autodiff).enumerate() {
+        let opt = match start {
+            Some(dir) => {
+                let opt = AdamW::load(&dir.join(checkpoint::OPTIMIZER), &devices[r])?;
+                opt.check_covers(&model, dir)?;
+                opt
+            }
+            None => AdamW::default(),
+        };
+        // The shards' checksums are verified once, by rank 0.
+        let verify = cfg.data.verify && r == 0;
+        let shards = &cfg.data.shards;
+        let mut train = TokenLoader::from_manifest(shards, "train", b, t, r, world, shuffle, verify)?;
+        train.set_state(if same_world { state.rank_loaders[r] } else { state.loader });
+        let val = TokenLoader::from_manifest(shards, "val", b, t, r, world, None, verify).ok();
+        if r == 0 && val.is_none() {
+            eprintln!("warning: no usable `val` split in the shards (for {world} device(s) × batch {b}); validation loss is skipped");
+        }
+        ranks.push(Rank {
+            device,
+            model: Some(model),
+            opt,
+            train,
+            val,
+        });
+    }
+    let state = TrainState {
+        plan: plan.clone(),
+        ..state
+    };
+    Ok((ranks, state))
+}
+
+/// One optimizer step on every rank: forward/backward with accumulation, the gradient mean,
+/// global-norm clipping, f16 loss scaling or the NaN policy, and the AdamW update.
+fn step(
+    plan: &TrainPlan,
+    ranks: &mut [Rank],
+    grad_mean: &GradMean,
+    parallel: bool,
+    state: &mut TrainState,
+) -> Result<StepStats> {
+    let cfg = &plan.config;
+    let o = &cfg.optimizer;
+    let step = state.step;
+    let lr = lr_at(step, o.lr, o.min_lr, o.warmup_steps, plan.max_steps);
+    // f16: the loss is scaled up so small gradients survive the half-precision backward.
+    let f16 = cfg.precision == Precision::F16;
+    let ls = if f16 { state.loss_scale } else { 1.0 };
+    let out = on_each_rank(ranks, parallel, |r, rank| {
+        rank.accumulate(plan, step_seed(cfg.seed, step, r), ls)
+    });
+    let (mut grads, losses): (Vec<GradientsParams>, Vec<f64>) = out.into_iter().unzip();
+    grad_mean.mean(ranks[0].model(), &mut grads);
+    let loss = losses.iter().sum::<f64>() / losses.len() as f64;
+    let norm = global_grad_norm(ranks[0].model(), &grads[0]) / ls;
+    state.tokens_seen += plan.tokens_per_step;
+    state.loader = ranks[0].train.state();
+    state.rank_loaders = ranks.iter().map(|r| r.train.state()).collect();
+    let finite = loss.is_finite() && norm.is_finite();
+    if f16 && loss.is_finite() && !norm.is_finite() {
+        // Overflow of the scaled gradients: skip this update, halve the scale (GradScaler).
+        state.loss_scale = (state.loss_scale * 0.5).max(1.0);
+        state.good_steps = 0;
+        state.overflow_steps += 1;
+        eprintln!(
+            "warning: step {}: f16 gradient overflow; update skipped, loss scale now {}",
+            step + 1,
+            state.loss_scale
+        );
+    } else if finite {
+        // Unscale and clip in one factor.
+        let scale = clip_scale(norm, o.grad_clip) / ls;
+        if f16 {
+            state.good_steps += 1;
+            if state.good_steps % cfg.loss_scale.growth_interval == 0 {
+                state.loss_scale *= 2.0;
+            }
+        }
+        let p = AdamWParams {
+            lr,
+            beta1: o.beta1,
+            beta2: o.beta2,
+            eps: o.eps,
+            weight_decay: o.weight_decay,
+        };
+        // The same averaged gradient and the same update on every rank.
+        for (rank, g) in ranks.iter_mut().zip(&mut grads) {
+            let model = rank.model.take().expect("the model is back after every update");
+            rank.model = Some(rank.opt.step(model, g, p, scale));
+        }
+    } else {
+        match cfg.nan_policy {
+            NanPolicy::Stop => {
+                let (what, value) = if loss.is_finite() {
+                    ("gradient norm", norm)
+                } else {
+                    ("loss", loss)
+                };
+                return Err(TrainError::NonFinite {
+                    step: step + 1,
+                    what,
+                    value,
+                });
+            }
+            NanPolicy::Skip => {
+                state.skipped_updates += 1;
+                eprintln!("warning: step {}: non-finite loss {loss} or gradient norm {norm}; update skipped ({} so far)", step + 1, state.skipped_updates);
+            }
+        }
+    }
+    Ok(StepStats { loss, norm, lr })
+}
+
+/// Mean validation loss over the ranks, each on its share (rank r of the `val` split) of
+/// `eval.tokens`; `None` without a usable `val` split.
+fn validate(plan: &TrainPlan, ranks: &mut [Rank], parallel: bool) -> Result<Option<f64>> {
+    if ranks.iter().any(|r| r.val.is_none()) {
+        return Ok(None);
+    }
+    let c = &plan.config;
+    let (b, t) = (c.batch.micro_batch, c.batch.seq_len);
+    let tokens = c.eval.tokens / ranks.len() as u64;
+    let losses = on_each_rank(ranks, parallel, |_, rank| {
+        let model = rank.model.as_ref().expect("the model is back after every update");
+        let val = rank.val.as_mut().expect("checked above");
+        evaluate(model, val, b, t, tokens)
+    });
+    let losses = losses.into_iter().collect::<Result<Vec<f64>>>()?;
+    Ok(Some(losses.iter().sum::<f64>() / losses.len() as f64))
+}
+
+/// Writes the step's checkpoint once, from rank 0 (the replicas are identical), and prunes.
+fn checkpoint(plan: &TrainPlan, state: &TrainState, rank0: &Rank) -> Result<PathBuf> {
+    let c = &plan.config;
+    let dir = checkpoint::save(&c.run_dir, state, |d| {
+        gpt2_model::save_hf(rank0.model(), d)?;
+        rank0.opt.save(&d.join(checkpoint::OPTIMIZER))
+    })?;
+    checkpoint::prune(&c.run_dir, c.checkpoint.keep_last, c.checkpoint.keep_every)?;
+    Ok(dir)
 }
 
 /// PyTorch's `clip_grad_norm_` factor: `clip / (norm + 1e-6)`, at most 1; 0 disables clipping.

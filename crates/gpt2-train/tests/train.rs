@@ -1,5 +1,6 @@
 //! The trainer on real shards (a slice of the sample corpus) with the `tiny` model: exact
-//! resume, accumulation equivalence, global-norm clipping by hand, the NaN policies.
+//! resume, accumulation equivalence, global-norm clipping by hand, the NaN policies; and, with
+//! the `wgpu` feature, the same trainer on a wgpu device against flex (module `wgpu` below).
 
 use std::path::{Path, PathBuf};
 
@@ -68,6 +69,16 @@ fn train_losses(run_dir: &Path) -> Vec<(u64, f64)> {
         .collect()
 }
 
+/// Copies run `from`'s checkpoint of `step` into run directory `to` (as its only checkpoint).
+fn copy_checkpoint(from: &Path, step: u64, to: &Path) {
+    let ck = gpt2_train::checkpoint::step_dir(from, step);
+    let dst = gpt2_train::checkpoint::step_dir(to, step);
+    std::fs::create_dir_all(&dst).unwrap();
+    for e in std::fs::read_dir(&ck).unwrap().flatten() {
+        std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
+    }
+}
+
 #[test]
 fn resume_from_a_checkpoint_is_bit_identical() {
     let dir = tempfile::tempdir().unwrap();
@@ -83,12 +94,7 @@ fn resume_from_a_checkpoint_is_bit_identical() {
 
     // A second run directory that holds only A's step-3 checkpoint, resumed to the end.
     let b = dir.path().join("b");
-    let ck = gpt2_train::checkpoint::step_dir(&a, 3);
-    let dst = gpt2_train::checkpoint::step_dir(&b, 3);
-    std::fs::create_dir_all(&dst).unwrap();
-    for e in std::fs::read_dir(&ck).unwrap().flatten() {
-        std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
-    }
+    copy_checkpoint(&a, 3, &b);
     let s = run(config(&b, &[]), Resume::Auto).unwrap();
     assert_eq!(s.step, 6);
     let lb = train_losses(&b);
@@ -258,4 +264,203 @@ fn checkpoint_at_end_false_leaves_only_the_interval_checkpoints() {
     let b = dir.path().join("b");
     run(config(&b, &["checkpoint.interval=4"]), Resume::No).unwrap();
     assert_eq!(steps(&b), vec![4, 6], "the default writes one at the end");
+}
+
+/// The trainer on a wgpu device (Burn's CubeCL path, shared with CUDA) against flex: 30 steps
+/// of the tiny model in f32 and f16, and checkpoints carried between the two devices. Skipped,
+/// saying so, where no wgpu adapter exists (CI requires one).
+#[cfg(feature = "wgpu")]
+mod wgpu {
+    use super::*;
+
+    const STEPS: &str = "optimizer.max_steps=30";
+    /// Per-step losses of the same run on wgpu and flex (nats): the backends round differently
+    /// in the last bits, and 30 AdamW steps must not amplify that past this.
+    const LOSS_TOL: f64 = 1e-4;
+
+    fn assert_losses_close(what: &str, a: &[(u64, f64)], b: &[(u64, f64)]) {
+        assert_eq!(a.len(), b.len(), "{what}: step counts");
+        for ((sa, la), (sb, lb)) in a.iter().zip(b) {
+            assert_eq!(sa, sb, "{what}");
+            assert!(
+                (la - lb).abs() <= LOSS_TOL,
+                "{what}: step {sa}: loss {la} vs {lb} (|diff| {:e})",
+                (la - lb).abs()
+            );
+        }
+    }
+
+    #[test]
+    fn thirty_steps_on_wgpu_match_flex_and_checkpoints_move_between_them() {
+        if gpt2_model::testing::wgpu_or_skip("trainer on wgpu").is_none() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let common = [STEPS, "checkpoint.interval=15", "eval.interval=15"];
+        let on = |kind: &'static str| {
+            let mut e = common.to_vec();
+            e.push(if kind == "wgpu" { "device.kind=wgpu" } else { "device.kind=flex" });
+            e
+        };
+        let (w, f) = (dir.path().join("wgpu"), dir.path().join("flex"));
+        let sw = run(config(&w, &on("wgpu")), Resume::No).unwrap();
+        let sf = run(config(&f, &on("flex")), Resume::No).unwrap();
+        let (lw, lf) = (train_losses(&w), train_losses(&f));
+        assert_eq!(lw.len(), 30);
+        assert!(lw[29].1 < lw[0].1 - 1.0, "the loss falls on wgpu: {lw:?}");
+        assert_losses_close("wgpu vs flex", &lw, &lf);
+        let (vw, vf) = (sw.last_val_loss.unwrap(), sf.last_val_loss.unwrap());
+        assert!((vw - vf).abs() <= LOSS_TOL, "val loss {vw} vs {vf}");
+
+        // wgpu's step-15 checkpoint resumed on flex, and flex's on wgpu: steps 16..30 follow the
+        // uninterrupted runs (weights, AdamW moments and step count all carried over).
+        for (from, kind, reference) in [(&w, "flex", &lf), (&f, "wgpu", &lw)] {
+            let to = dir.path().join(format!("to-{kind}"));
+            copy_checkpoint(from, 15, &to);
+            let s = run(config(&to, &on(kind)), Resume::Auto).unwrap();
+            assert_eq!(s.step, 30);
+            assert_losses_close(&format!("resumed on {kind}"), &train_losses(&to), &reference[15..]);
+        }
+    }
+
+    #[test]
+    fn f16_on_wgpu_trains_thirty_finite_steps_close_to_f32() {
+        if gpt2_model::testing::wgpu_or_skip("f16 on wgpu").is_none() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut losses = Vec::new();
+        for precision in ["precision=f32", "precision=f16"] {
+            let r = dir.path().join(&precision[10..]);
+            let e = [STEPS, "eval.interval=0", "device.kind=wgpu", precision];
+            let s = run(config(&r, &e), Resume::No).unwrap();
+            assert_eq!((s.step, s.skipped_updates), (30, 0), "{precision}");
+            let l = train_losses(&r);
+            assert!(l.iter().all(|x| x.1.is_finite()), "{precision}: {l:?}");
+            losses.push(l[29].1);
+        }
+        let (f32_loss, f16_loss) = (losses[0], losses[1]);
+        assert!(
+            (f16_loss - f32_loss).abs() <= 2e-2,
+            "final loss f16 {f16_loss} vs f32 {f32_loss}"
+        );
+    }
+
+    #[test]
+    fn two_wgpu_devices_equal_one_with_twice_the_accumulation() {
+        let Some(adapters) = gpt2_model::testing::wgpu_devices_or_skip("2 wgpu devices") else {
+            return;
+        };
+        // Two adapters where there are; else two devices on the one adapter (lavapipe in CI).
+        let mut device = vec!["device.kind=wgpu"];
+        if adapters.len() < 2 {
+            device.push("device.wgpu_devices=[default, cpu]");
+        }
+        super::data_parallel::two_devices_equal_one_with_twice_the_accumulation(&device);
+    }
+
+    #[test]
+    fn bf16_on_wgpu_is_rejected_when_the_plan_is_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(&dir.path().join("bf16"), &["device.kind=wgpu", "precision=bf16"]);
+        let e = cfg.plan(Path::new("bf16.yaml")).unwrap_err().to_string();
+        assert!(e.contains("bf16 is not available on device.kind wgpu"), "{e}");
+    }
+}
+
+/// Data parallel (`device.ids`): N replicas × accumulation a train like 1 device × N·a over the
+/// same windows; a checkpoint resumes on another number of devices; bad ids are clear errors.
+/// On flex replicas here (the arithmetic, everywhere) and on two wgpu devices with the feature.
+mod data_parallel {
+    use super::*;
+
+    /// `max|a − b| / max|b|` over every tensor of two `model.safetensors` files.
+    fn weights_rel_diff(a: &Path, b: &Path) -> f64 {
+        let (ba, bb) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
+        let (sa, sb) = (
+            safetensors::SafeTensors::deserialize(&ba).unwrap(),
+            safetensors::SafeTensors::deserialize(&bb).unwrap(),
+        );
+        let f32s = |v: &[u8]| -> Vec<f32> {
+            v.chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
+        };
+        let mut worst = 0f64;
+        for (name, ta) in sa.tensors() {
+            let (x, y) = (f32s(ta.data()), f32s(sb.tensor(&name).unwrap().data()));
+            let diff = x.iter().zip(&y).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+            let top = y.iter().fold(0f32, |m, q| m.max(q.abs()));
+            worst = worst.max((diff / top.max(1e-12)) as f64);
+        }
+        worst
+    }
+
+    fn assert_rel_close(what: &str, a: &[(u64, f64)], b: &[(u64, f64)]) {
+        assert_eq!(a.len(), b.len(), "{what}");
+        for ((sa, la), (sb, lb)) in a.iter().zip(b) {
+            assert_eq!(sa, sb);
+            let rel = (la - lb).abs() / lb.abs();
+            assert!(rel <= 1e-5, "{what}: step {sa}: {la} vs {lb} (relative {rel:e})");
+        }
+    }
+
+    /// 2 devices × accumulation 2 against 1 device × accumulation 4 (micro-batch 2 × 32 tokens,
+    /// 256 tokens per step), then the 2-device run's step-3 checkpoint resumed on 1 device.
+    pub(super) fn two_devices_equal_one_with_twice_the_accumulation(device: &[&str]) {
+        let dir = tempfile::tempdir().unwrap();
+        let kind = device[0];
+        let with = |ids: &'static str| -> Vec<String> {
+            let mut e: Vec<String> = device.iter().map(|s| s.to_string()).collect();
+            e.extend([ids.to_string(), "batch.total_batch_tokens=256".into()]);
+            e
+        };
+        let cfg = |run: &Path, e: &[String]| {
+            let e: Vec<&str> = e.iter().map(String::as_str).collect();
+            config(run, &e)
+        };
+        let (two, one) = (dir.path().join("two"), dir.path().join("one"));
+        let s2 = run(cfg(&two, &with("device.ids=[0, 1]")), Resume::No).unwrap();
+        let s1 = run(cfg(&one, &with("device.ids=[0]")), Resume::No).unwrap();
+        let plan: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(two.join("plan.json")).unwrap()).unwrap();
+        assert_eq!((plan["world_size"].as_u64(), plan["grad_accum_steps"].as_u64()), (Some(2), Some(2)));
+        assert_rel_close(kind, &train_losses(&two), &train_losses(&one));
+        let (v2, v1) = (s2.last_val_loss.unwrap(), s1.last_val_loss.unwrap());
+        assert!((v2 - v1).abs() / v1 <= 1e-5, "val loss {v2} vs {v1}");
+        let weights = |r: &Path| gpt2_train::checkpoint::step_dir(r, 6).join("model.safetensors");
+        let d = weights_rel_diff(&weights(&two), &weights(&one));
+        assert!(d <= 1e-5, "{kind}: final weights differ by {d:e} (relative)");
+
+        // Re-sharding: the 2-device checkpoint of step 3 continues on 1 device (accumulation 4).
+        let resharded = dir.path().join("resharded");
+        copy_checkpoint(&two, 3, &resharded);
+        run(cfg(&resharded, &with("device.ids=[0]")), Resume::Auto).unwrap();
+        assert_rel_close("re-sharded", &train_losses(&resharded), &train_losses(&two)[3..]);
+    }
+
+    #[test]
+    fn two_flex_replicas_equal_one_device_with_twice_the_accumulation() {
+        two_devices_equal_one_with_twice_the_accumulation(&["device.kind=flex"]);
+    }
+
+    #[test]
+    fn duplicate_and_out_of_range_device_ids_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = config(&dir.path().join("dup"), &["device.ids=[1, 0, 1]"])
+            .plan(Path::new("dup.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("lists device 1 twice"), "{e}");
+        let e = run(config(&dir.path().join("flex"), &["device.ids=[0, 3]"]), Resume::No)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("numbered 0..N-1") && e.contains("[0, 1]"), "{e}");
+        #[cfg(feature = "wgpu")]
+        {
+            let cfg = config(&dir.path().join("wgpu"), &["device.kind=wgpu", "device.ids=[0, 99]"]);
+            let e = run(cfg, Resume::No).unwrap_err().to_string();
+            assert!(e.contains("wgpu:99") && e.contains("adapter(s) found"), "{e}");
+        }
+    }
 }
