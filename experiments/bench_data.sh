@@ -25,7 +25,7 @@ WAIT_S="${WAIT_S:-1800}"
 for _ in $(seq 1 $((WAIT_S / 10))); do [ "$(pgrep -c rustc || true)" = 0 ] && break; sleep 10; done
 # The dev profile: dependencies and gpt2-data are built at opt-level 3 there (Cargo.toml), so
 # this is the same code speed as release without a second Burn build.
-cargo build -q -p gpt2-cli
+cargo build -q -p gpt2-cli --features "${FEATURES:-wgpu}"   # the make demo/test feature set: no second Burn build
 cargo build -q -p gpt2-data --example tokenize_check
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 BIN="$TARGET/debug/gpt2"
