@@ -344,14 +344,36 @@ fn eval_and_greedy_sample_on_wgpu_equal_flex() {
     let on = |device: &str| {
         let json = dir.path().join(format!("eval-{device}.json"));
         ok(&[
-            "eval", "--checkpoint", s(&run), "--shards", s(&shards), "--max-tokens", "700",
-            "--batch", "3", "--json", s(&json), "--quiet", "--device", device,
+            "eval",
+            "--checkpoint",
+            s(&run),
+            "--shards",
+            s(&shards),
+            "--max-tokens",
+            "700",
+            "--batch",
+            "3",
+            "--json",
+            s(&json),
+            "--quiet",
+            "--device",
+            device,
         ]);
         let r: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
         let sample = ok(&[
-            "sample", "--checkpoint", s(&run), "--prompt", "The President said",
-            "--max-new-tokens", "16", "--temperature", "0", "--ignore-eot", "--device", device,
+            "sample",
+            "--checkpoint",
+            s(&run),
+            "--prompt",
+            "The President said",
+            "--max-new-tokens",
+            "16",
+            "--temperature",
+            "0",
+            "--ignore-eot",
+            "--device",
+            device,
         ]);
         (r, sample)
     };
@@ -359,7 +381,10 @@ fn eval_and_greedy_sample_on_wgpu_equal_flex() {
     assert_eq!(rw["tokens"], rf["tokens"]);
     for key in ["nll", "bpb"] {
         let (w, f) = (rw[key].as_f64().unwrap(), rf[key].as_f64().unwrap());
-        assert!((w - f).abs() <= 1e-5 * f.abs(), "{key}: wgpu {w} vs flex {f}");
+        assert!(
+            (w - f).abs() <= 1e-5 * f.abs(),
+            "{key}: wgpu {w} vs flex {f}"
+        );
     }
     assert_eq!(sw, sf, "greedy samples differ");
 }

@@ -203,7 +203,11 @@ fn sigkill_of_a_wgpu_run_then_resume_is_bit_identical_on_one_and_two_devices() {
     for (tag, device) in [("one", "kind: wgpu"), ("two", two)] {
         let reference = write_config_on(dir.path(), &format!("{tag}-ref"), &shards, steps, device);
         let out = train(&reference).output().unwrap();
-        assert!(out.status.success(), "{tag}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{tag}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let want = losses(&dir.path().join(format!("{tag}-ref")));
 
         let name = format!("{tag}-killed");
@@ -214,9 +218,16 @@ fn sigkill_of_a_wgpu_run_then_resume_is_bit_identical_on_one_and_two_devices() {
         child.kill().unwrap();
         child.wait().unwrap();
         let out = train(&cfg).arg("--resume").arg("auto").output().unwrap();
-        assert!(out.status.success(), "{tag}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{tag}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(losses(&run), want, "{tag}");
         let reference_weights = final_weights(&dir.path().join(format!("{tag}-ref")), steps);
-        assert!(final_weights(&run, steps) == reference_weights, "{tag}: final weights differ");
+        assert!(
+            final_weights(&run, steps) == reference_weights,
+            "{tag}: final weights differ"
+        );
     }
 }

@@ -234,7 +234,12 @@ impl CausalSelfAttention {
 ///
 /// # Shapes
 /// - `q`, `k`, `v`: `[B, nh, T, hd]` → `[B, nh, T, hd]`
-pub(crate) fn causal_attention_train(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, scale: f64) -> Tensor<4> {
+pub(crate) fn causal_attention_train(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    scale: f64,
+) -> Tensor<4> {
     let [_, _, t, _] = q.dims();
     let device = q.device();
     let future = Tensor::<2, Bool>::tril_mask([t, t], 0, &device); // true above the diagonal

@@ -17,20 +17,30 @@ use crate::{Gpt2, Gpt2Config};
 const REL: f32 = 1e-5;
 
 fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32")
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32")
 }
 
 /// `max|a − b| / max|b|` (b the flex reference; floored so an all-zero reference compares
 /// absolutely).
 fn rel_err(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    let diff = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+    let diff = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max);
     let top = b.iter().fold(0f32, |m, y| m.max(y.abs()));
     diff / top.max(1e-12)
 }
 
 fn assert_close(what: &str, wgpu: &[f32], flex: &[f32]) {
-    assert!(wgpu.iter().all(|x| x.is_finite()), "{what}: non-finite on wgpu");
+    assert!(
+        wgpu.iter().all(|x| x.is_finite()),
+        "{what}: non-finite on wgpu"
+    );
     let e = rel_err(wgpu, flex);
     assert!(e <= REL, "{what}: relative error {e:e} > {REL:e}");
 }
@@ -55,7 +65,9 @@ fn ids<const D: usize>(shape: [usize; D], modulo: usize, device: &Device) -> Ten
 
 /// Runs `f` on flex and on wgpu (both with autodiff) and compares every returned tensor.
 fn compare(name: &str, f: impl Fn(&Device) -> Vec<(&'static str, Vec<f32>)>) {
-    let Some(wgpu) = wgpu_or_skip(name) else { return };
+    let Some(wgpu) = wgpu_or_skip(name) else {
+        return;
+    };
     let on_flex = f(&Device::flex().autodiff());
     let on_wgpu = f(&wgpu.autodiff());
     for ((what, a), (_, b)) in on_wgpu.iter().zip(&on_flex) {
@@ -88,7 +100,8 @@ fn training_attention_on_wgpu_equals_flex_in_value_and_gradient() {
             leaf(shape, 2, 3.0, device),
             leaf(shape, 3, 3.0, device),
         );
-        let w = Tensor::<4>::from_data(TensorData::new(data(2 * 3 * 37 * 8, 9, 1.0), shape), device);
+        let w =
+            Tensor::<4>::from_data(TensorData::new(data(2 * 3 * 37 * 8, 9, 1.0), shape), device);
         let y = causal_attention_train(q.clone(), k.clone(), v.clone(), 1.0 / 8f64.sqrt());
         let grads = (y.clone() * w).sum().backward();
         vec![
@@ -108,7 +121,10 @@ fn gelu_on_wgpu_equals_flex_in_value_and_gradient() {
         let w = Tensor::<3>::from_data(TensorData::new(data(3 * 17 * 64, 5, 1.0), shape), device);
         let y = gelu_tanh(x.clone());
         let grads = (y.clone() * w).sum().backward();
-        vec![("y", values(y)), ("dx", values(x.grad(&grads).expect("dx")))]
+        vec![
+            ("y", values(y)),
+            ("dx", values(x.grad(&grads).expect("dx"))),
+        ]
     });
 }
 
@@ -136,14 +152,19 @@ impl ModuleVisitor for Grads<'_> {
         self.path.pop();
     }
     fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-        let g = p.val().grad(self.grads).expect("every parameter has a gradient");
+        let g = p
+            .val()
+            .grad(self.grads)
+            .expect("every parameter has a gradient");
         self.out.push((self.path.join("."), values(g)));
     }
 }
 
 #[test]
 fn tiny_model_gradients_on_wgpu_equal_flex() {
-    let Some(wgpu) = wgpu_or_skip("tiny_model_gradients") else { return };
+    let Some(wgpu) = wgpu_or_skip("tiny_model_gradients") else {
+        return;
+    };
     let config = Gpt2Config::preset("tiny").expect("preset");
     let run = |device: &Device| {
         let model = Gpt2::new(&config, device, 5).expect("model");

@@ -299,7 +299,11 @@ impl TrainConfig {
         }
         let world_size = self.device.ids.len().max(1);
         let ids = &self.device.ids;
-        if let Some(dup) = ids.iter().enumerate().find(|(i, id)| ids[..*i].contains(id)) {
+        if let Some(dup) = ids
+            .iter()
+            .enumerate()
+            .find(|(i, id)| ids[..*i].contains(id))
+        {
             p.push(format!(
                 "device.ids {ids:?} lists device {} twice: one replica per device",
                 dup.1
@@ -497,7 +501,11 @@ impl TrainPlan {
                     "{} × {} (ids {:?}), gradients averaged every step",
                     self.world_size,
                     c.device.kind,
-                    if c.device.ids.is_empty() { vec![0] } else { c.device.ids.clone() }
+                    if c.device.ids.is_empty() {
+                        vec![0]
+                    } else {
+                        c.device.ids.clone()
+                    }
                 ),
             ),
             (

@@ -36,7 +36,11 @@ pub fn inference_device(kind: &str) -> Result<Device> {
 /// distinct and exist.
 pub fn training_devices(device: &DeviceConfig) -> Result<Vec<Device>> {
     let kind = device.kind.as_str();
-    let ids = if device.ids.is_empty() { &[0][..] } else { &device.ids[..] };
+    let ids = if device.ids.is_empty() {
+        &[0][..]
+    } else {
+        &device.ids[..]
+    };
     if let Some(dup) = duplicate(ids) {
         return Err(TrainError::Device {
             requested: format!("{kind} ids {ids:?}"),
@@ -76,7 +80,10 @@ pub fn parse_wgpu_name(name: &str) -> std::result::Result<DeviceKind, String> {
     let indexed = |prefix: &str| {
         name.strip_prefix(prefix)
             .and_then(|n| n.strip_prefix(':'))
-            .map(|n| n.parse::<usize>().map_err(|_| format!("`{name}`: the index must be a number")))
+            .map(|n| {
+                n.parse::<usize>()
+                    .map_err(|_| format!("`{name}`: the index must be a number"))
+            })
     };
     Ok(match name {
         "default" => DeviceKind::DefaultDevice,
@@ -180,7 +187,9 @@ pub fn cuda_device(id: usize) -> Result<Device> {
 /// API it settles on (Vulkan on Linux, Metal on macOS, DX12 on Windows), GPUs first.
 #[cfg(feature = "wgpu")]
 pub fn wgpu_devices() -> Vec<Device> {
-    Device::enumerate(burn::tensor::DeviceType::Wgpu).into_iter().collect()
+    Device::enumerate(burn::tensor::DeviceType::Wgpu)
+        .into_iter()
+        .collect()
 }
 
 /// wgpu device `id` (an index into [`wgpu_devices`]), after checking that it exists.
@@ -201,10 +210,11 @@ fn wgpu_missing(requested: &str, found: usize) -> TrainError {
     TrainError::Device {
         requested: requested.into(),
         message: format!("{found} wgpu adapter(s) found"),
-        hint: "install a Vulkan driver: your GPU vendor's, or Mesa's software one for testing \
+        hint:
+            "install a Vulkan driver: your GPU vendor's, or Mesa's software one for testing \
                (Debian/Ubuntu: apt-get install mesa-vulkan-drivers libvulkan1; `vulkaninfo \
                --summary` lists what Vulkan sees), or use the CPU (device.kind: flex, --device cpu)"
-            .into(),
+                .into(),
     }
 }
 
@@ -226,16 +236,25 @@ mod tests {
     #[test]
     fn unknown_unbuilt_and_duplicate_devices_are_clear_errors() {
         let e = inference_device("tpu").unwrap_err().to_string();
-        assert!(e.contains("unknown device") && e.contains("cpu, cuda or wgpu"), "{e}");
+        assert!(
+            e.contains("unknown device") && e.contains("cpu, cuda or wgpu"),
+            "{e}"
+        );
         #[cfg(not(feature = "cuda"))]
         {
             let e = inference_device("cuda").unwrap_err().to_string();
-            assert!(e.contains("without the `cuda` feature") && e.contains("--features cuda"), "{e}");
+            assert!(
+                e.contains("without the `cuda` feature") && e.contains("--features cuda"),
+                "{e}"
+            );
         }
         #[cfg(not(feature = "wgpu"))]
         {
             let e = inference_device("wgpu").unwrap_err().to_string();
-            assert!(e.contains("without the `wgpu` feature") && e.contains("--features wgpu"), "{e}");
+            assert!(
+                e.contains("without the `wgpu` feature") && e.contains("--features wgpu"),
+                "{e}"
+            );
         }
         assert!(inference_device("cpu").is_ok());
         let flex = |ids: &[usize]| {
@@ -254,11 +273,18 @@ mod tests {
 
     #[test]
     fn wgpu_device_names_parse_or_say_what_is_allowed() {
-        assert_eq!(parse_wgpu_name("discrete:1"), Ok(DeviceKind::DiscreteGpu(1)));
+        assert_eq!(
+            parse_wgpu_name("discrete:1"),
+            Ok(DeviceKind::DiscreteGpu(1))
+        );
         assert_eq!(parse_wgpu_name("cpu"), Ok(DeviceKind::Cpu));
         assert_eq!(parse_wgpu_name("default"), Ok(DeviceKind::DefaultDevice));
-        assert!(parse_wgpu_name("integrated:x").unwrap_err().contains("must be a number"));
-        assert!(parse_wgpu_name("gpu0").unwrap_err().contains("discrete:N, integrated:N"));
+        assert!(parse_wgpu_name("integrated:x")
+            .unwrap_err()
+            .contains("must be a number"));
+        assert!(parse_wgpu_name("gpu0")
+            .unwrap_err()
+            .contains("discrete:N, integrated:N"));
     }
 
     #[cfg(feature = "wgpu")]

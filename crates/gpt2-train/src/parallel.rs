@@ -14,9 +14,9 @@
 //! fed while the others compute), and one after another on flex, whose replicas share the CPU
 //! and its global RNG.
 
-use burn::module::{Module, ModuleVisitor, Param};
 #[cfg(feature = "cuda")]
 use burn::module::ParamId;
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor};
 use gpt2_model::Gpt2;
@@ -43,7 +43,9 @@ impl GradMean {
         }
         #[cfg(feature = "cuda")]
         if kind == "cuda" {
-            use burn::tensor::distributed::{DistributedConfig, DistributedContext, ReduceOperation};
+            use burn::tensor::distributed::{
+                DistributedConfig, DistributedContext, ReduceOperation,
+            };
             let config = DistributedConfig {
                 all_reduce_op: ReduceOperation::Mean,
             };

@@ -78,8 +78,16 @@ fn devices(plan: &TrainPlan) -> Result<Vec<Device>> {
     let d = &plan.config.device;
     let devices = crate::device::training_devices(d)?;
     // flex runs every dtype (half precision through conversions); GPU adapters may lack one.
-    if let Some(dtype) = plan.model.compute_dtype.cast_dtype().filter(|_| d.kind != "flex") {
-        if devices.iter().any(|dev| !crate::device::supports(dev, dtype.into())) {
+    if let Some(dtype) = plan
+        .model
+        .compute_dtype
+        .cast_dtype()
+        .filter(|_| d.kind != "flex")
+    {
+        if devices
+            .iter()
+            .any(|dev| !crate::device::supports(dev, dtype.into()))
+        {
             return Err(TrainError::Device {
                 requested: format!("{} {:?}", d.kind, d.ids),
                 message: format!(
@@ -163,7 +171,9 @@ struct Rank {
 
 impl Rank {
     fn model(&self) -> &Gpt2 {
-        self.model.as_ref().expect("the model is back after every update")
+        self.model
+            .as_ref()
+            .expect("the model is back after every update")
     }
 
     /// Forward and backward over this rank's `grad_accum_steps` micro-batches: the gradient of
@@ -186,7 +196,9 @@ impl Rank {
             let loss = loss.detach();
             loss_sum = Some(loss_sum.map_or(loss.clone(), |s| s + loss));
         }
-        let loss = loss_sum.expect("at least one micro-batch").into_scalar::<f32>() as f64;
+        let loss = loss_sum
+            .expect("at least one micro-batch")
+            .into_scalar::<f32>() as f64;
         (accum.grads(), loss / accum_steps as f64)
     }
 }
@@ -251,7 +263,8 @@ pub fn train(plan: TrainPlan, opts: &TrainOptions) -> Result<Summary> {
     // --- Steps. ------------------------------------------------------------------------------
     while state.step < plan.max_steps {
         let t0 = Instant::now();
-        let StepStats { loss, norm, lr } = step(&plan, &mut ranks, &grad_mean, parallel, &mut state)?;
+        let StepStats { loss, norm, lr } =
+            step(&plan, &mut ranks, &grad_mean, parallel, &mut state)?;
         state.step += 1;
         summary.step = state.step;
         summary.last_train_loss = loss;
@@ -429,8 +442,13 @@ fn replicas(
         // The shards' checksums are verified once, by rank 0.
         let verify = cfg.data.verify && r == 0;
         let shards = &cfg.data.shards;
-        let mut train = TokenLoader::from_manifest(shards, "train", b, t, r, world, shuffle, verify)?;
-        train.set_state(if same_world { state.rank_loaders[r] } else { state.loader });
+        let mut train =
+            TokenLoader::from_manifest(shards, "train", b, t, r, world, shuffle, verify)?;
+        train.set_state(if same_world {
+            state.rank_loaders[r]
+        } else {
+            state.loader
+        });
         let val = TokenLoader::from_manifest(shards, "val", b, t, r, world, None, verify).ok();
         if r == 0 && val.is_none() {
             eprintln!("warning: no usable `val` split in the shards (for {world} device(s) × batch {b}); validation loss is skipped");
@@ -505,7 +523,10 @@ fn step(
         };
         // The same averaged gradient and the same update on every rank.
         for (rank, g) in ranks.iter_mut().zip(&mut grads) {
-            let model = rank.model.take().expect("the model is back after every update");
+            let model = rank
+                .model
+                .take()
+                .expect("the model is back after every update");
             rank.model = Some(rank.opt.step(model, g, p, scale));
         }
     } else {
@@ -541,7 +562,10 @@ fn validate(plan: &TrainPlan, ranks: &mut [Rank], parallel: bool) -> Result<Opti
     let (b, t) = (c.batch.micro_batch, c.batch.seq_len);
     let tokens = c.eval.tokens / ranks.len() as u64;
     let losses = on_each_rank(ranks, parallel, |_, rank| {
-        let model = rank.model.as_ref().expect("the model is back after every update");
+        let model = rank
+            .model
+            .as_ref()
+            .expect("the model is back after every update");
         let val = rank.val.as_mut().expect("checked above");
         evaluate(model, val, b, t, tokens)
     });

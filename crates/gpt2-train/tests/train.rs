@@ -280,7 +280,11 @@ mod wgpu {
 
     fn assert_losses_close(what: &str, a: &[(u64, f64)], b: &[(u64, f64)]) {
         assert_eq!(a.len(), b.len(), "{what}: step counts");
-        let diffs: Vec<String> = a.iter().zip(b).map(|(x, y)| format!("{:.1e}", (x.1 - y.1).abs())).collect();
+        let diffs: Vec<String> = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| format!("{:.1e}", (x.1 - y.1).abs()))
+            .collect();
         for ((sa, la), (sb, lb)) in a.iter().zip(b) {
             assert_eq!(sa, sb, "{what}");
             assert!(
@@ -308,7 +312,11 @@ mod wgpu {
         ];
         let on = |kind: &'static str| {
             let mut e = common.to_vec();
-            e.push(if kind == "wgpu" { "device.kind=wgpu" } else { "device.kind=flex" });
+            e.push(if kind == "wgpu" {
+                "device.kind=wgpu"
+            } else {
+                "device.kind=flex"
+            });
             e
         };
         let (w, f) = (dir.path().join("wgpu"), dir.path().join("flex"));
@@ -328,7 +336,11 @@ mod wgpu {
             copy_checkpoint(from, 15, &to);
             let s = run(config(&to, &on(kind)), Resume::Auto).unwrap();
             assert_eq!(s.step, 30);
-            assert_losses_close(&format!("resumed on {kind}"), &train_losses(&to), &reference[15..]);
+            assert_losses_close(
+                &format!("resumed on {kind}"),
+                &train_losses(&to),
+                &reference[15..],
+            );
         }
     }
 
@@ -371,9 +383,15 @@ mod wgpu {
     #[test]
     fn bf16_on_wgpu_is_rejected_when_the_plan_is_made() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = config(&dir.path().join("bf16"), &["device.kind=wgpu", "precision=bf16"]);
+        let cfg = config(
+            &dir.path().join("bf16"),
+            &["device.kind=wgpu", "precision=bf16"],
+        );
         let e = cfg.plan(Path::new("bf16.yaml")).unwrap_err().to_string();
-        assert!(e.contains("bf16 is not available on device.kind wgpu"), "{e}");
+        assert!(
+            e.contains("bf16 is not available on device.kind wgpu"),
+            "{e}"
+        );
     }
 }
 
@@ -410,7 +428,11 @@ mod data_parallel {
                 x.drain(c..2 * c);
                 y.drain(c..2 * c);
             }
-            let diff: f64 = x.iter().zip(&y).map(|(p, q)| (*p as f64 - *q as f64).powi(2)).sum();
+            let diff: f64 = x
+                .iter()
+                .zip(&y)
+                .map(|(p, q)| (*p as f64 - *q as f64).powi(2))
+                .sum();
             let norm: f64 = y.iter().map(|q| (*q as f64).powi(2)).sum();
             worst = worst.max((diff / norm.max(1e-30)).sqrt());
         }
@@ -422,7 +444,10 @@ mod data_parallel {
         for ((sa, la), (sb, lb)) in a.iter().zip(b) {
             assert_eq!(sa, sb);
             let rel = (la - lb).abs() / lb.abs();
-            assert!(rel <= 1e-5, "{what}: step {sa}: {la} vs {lb} (relative {rel:e})");
+            assert!(
+                rel <= 1e-5,
+                "{what}: step {sa}: {la} vs {lb} (relative {rel:e})"
+            );
         }
     }
 
@@ -445,19 +470,32 @@ mod data_parallel {
         let s1 = run(cfg(&one, &with("device.ids=[0]")), Resume::No).unwrap();
         let plan: serde_json::Value =
             serde_json::from_slice(&std::fs::read(two.join("plan.json")).unwrap()).unwrap();
-        assert_eq!((plan["world_size"].as_u64(), plan["grad_accum_steps"].as_u64()), (Some(2), Some(2)));
+        assert_eq!(
+            (
+                plan["world_size"].as_u64(),
+                plan["grad_accum_steps"].as_u64()
+            ),
+            (Some(2), Some(2))
+        );
         assert_rel_close(kind, &train_losses(&two), &train_losses(&one));
         let (v2, v1) = (s2.last_val_loss.unwrap(), s1.last_val_loss.unwrap());
         assert!((v2 - v1).abs() / v1 <= 1e-5, "val loss {v2} vs {v1}");
         let weights = |r: &Path| gpt2_train::checkpoint::step_dir(r, 6).join("model.safetensors");
         let d = weights_rel_diff(&weights(&two), &weights(&one));
-        assert!(d <= 1e-5, "{kind}: final weights differ by {d:e} (relative)");
+        assert!(
+            d <= 1e-5,
+            "{kind}: final weights differ by {d:e} (relative)"
+        );
 
         // Re-sharding: the 2-device checkpoint of step 3 continues on 1 device (accumulation 4).
         let resharded = dir.path().join("resharded");
         copy_checkpoint(&two, 3, &resharded);
         run(cfg(&resharded, &with("device.ids=[0]")), Resume::Auto).unwrap();
-        assert_rel_close("re-sharded", &train_losses(&resharded), &train_losses(&two)[3..]);
+        assert_rel_close(
+            "re-sharded",
+            &train_losses(&resharded),
+            &train_losses(&two)[3..],
+        );
     }
 
     #[test]
@@ -473,15 +511,24 @@ mod data_parallel {
             .unwrap_err()
             .to_string();
         assert!(e.contains("lists device 1 twice"), "{e}");
-        let e = run(config(&dir.path().join("flex"), &["device.ids=[0, 3]"]), Resume::No)
-            .unwrap_err()
-            .to_string();
+        let e = run(
+            config(&dir.path().join("flex"), &["device.ids=[0, 3]"]),
+            Resume::No,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("numbered 0..N-1") && e.contains("[0, 1]"), "{e}");
         #[cfg(feature = "wgpu")]
         {
-            let cfg = config(&dir.path().join("wgpu"), &["device.kind=wgpu", "device.ids=[0, 99]"]);
+            let cfg = config(
+                &dir.path().join("wgpu"),
+                &["device.kind=wgpu", "device.ids=[0, 99]"],
+            );
             let e = run(cfg, Resume::No).unwrap_err().to_string();
-            assert!(e.contains("wgpu:99") && e.contains("adapter(s) found"), "{e}");
+            assert!(
+                e.contains("wgpu:99") && e.contains("adapter(s) found"),
+                "{e}"
+            );
         }
     }
 }
