@@ -60,6 +60,26 @@ fn fixture(dir: &Path) -> (PathBuf, PathBuf) {
     (run, shards)
 }
 
+/// `gpt2 eval` of `run` on 700 tokens of `shards` in batches of 3, JSON to `json`; the table.
+fn eval_700(run: &Path, shards: &Path, json: &Path, extra: &[&str]) -> String {
+    let mut args = vec![
+        "eval",
+        "--checkpoint",
+        s(run),
+        "--shards",
+        s(shards),
+        "--max-tokens",
+        "700",
+        "--batch",
+        "3",
+        "--json",
+        s(json),
+        "--quiet",
+    ];
+    args.extend_from_slice(extra);
+    ok(&args)
+}
+
 #[test]
 fn eval_sample_export_round_trip() {
     let dir = tempfile::tempdir().unwrap();
@@ -67,20 +87,7 @@ fn eval_sample_export_round_trip() {
 
     // --- eval: run dir → newest complete checkpoint; manifest dir, manifest path, glob agree.
     let json = dir.path().join("eval.json");
-    let table = ok(&[
-        "eval",
-        "--checkpoint",
-        s(&run),
-        "--shards",
-        s(&shards),
-        "--max-tokens",
-        "700",
-        "--batch",
-        "3",
-        "--json",
-        s(&json),
-        "--quiet",
-    ]);
+    let table = eval_700(&run, &shards, &json, &[]);
     assert!(
         table.contains("total") && table.contains("partial"),
         "{table}"
@@ -343,22 +350,7 @@ fn eval_and_greedy_sample_on_wgpu_equal_flex() {
     let (run, shards) = fixture(dir.path());
     let on = |device: &str| {
         let json = dir.path().join(format!("eval-{device}.json"));
-        ok(&[
-            "eval",
-            "--checkpoint",
-            s(&run),
-            "--shards",
-            s(&shards),
-            "--max-tokens",
-            "700",
-            "--batch",
-            "3",
-            "--json",
-            s(&json),
-            "--quiet",
-            "--device",
-            device,
-        ]);
+        eval_700(&run, &shards, &json, &["--device", device]);
         let r: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
         let sample = ok(&[

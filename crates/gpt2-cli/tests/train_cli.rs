@@ -97,6 +97,22 @@ fn final_weights(run: &Path, step: u64) -> Vec<u8> {
     .unwrap()
 }
 
+/// SIGKILL a `gpt2 train --config cfg` once its step-4 checkpoint is complete (the run is
+/// somewhere after it), then `--resume auto` it to the end.
+fn kill_after_step_4_then_resume(cfg: &Path, run: &Path) {
+    let mut child = train(cfg).stderr(Stdio::null()).spawn().unwrap();
+    wait_for(&mut child, &run.join("checkpoints/step_00000004/DONE"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = train(cfg).arg("--resume").arg("auto").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        run.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn sigkill_mid_run_and_mid_checkpoint_then_resume_is_bit_identical() {
     let dir = tempfile::tempdir().unwrap();
@@ -118,16 +134,7 @@ fn sigkill_mid_run_and_mid_checkpoint_then_resume_is_bit_identical() {
     // 1. SIGKILL once step 4's checkpoint is complete (the run is somewhere after it).
     let cfg = write_config(dir.path(), "killed", &shards, steps);
     let run = dir.path().join("killed");
-    let mut child = train(&cfg).stderr(Stdio::null()).spawn().unwrap();
-    wait_for(&mut child, &run.join("checkpoints/step_00000004/DONE"));
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let out = train(&cfg).arg("--resume").arg("auto").output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    kill_after_step_4_then_resume(&cfg, &run);
     assert_eq!(losses(&run), want);
     assert!(final_weights(&run, steps) == final_weights(&dir.path().join("ref"), steps));
 
@@ -213,16 +220,7 @@ fn sigkill_of_a_wgpu_run_then_resume_is_bit_identical_on_one_and_two_devices() {
         let name = format!("{tag}-killed");
         let cfg = write_config_on(dir.path(), &name, &shards, steps, device);
         let run = dir.path().join(&name);
-        let mut child = train(&cfg).stderr(Stdio::null()).spawn().unwrap();
-        wait_for(&mut child, &run.join("checkpoints/step_00000004/DONE"));
-        child.kill().unwrap();
-        child.wait().unwrap();
-        let out = train(&cfg).arg("--resume").arg("auto").output().unwrap();
-        assert!(
-            out.status.success(),
-            "{tag}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        kill_after_step_4_then_resume(&cfg, &run);
         assert_eq!(losses(&run), want, "{tag}");
         let reference_weights = final_weights(&dir.path().join(format!("{tag}-ref")), steps);
         assert!(
