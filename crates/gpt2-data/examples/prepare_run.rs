@@ -1,8 +1,14 @@
-//! `gpt2 prepare`'s library call without the binary (and without its mimalloc allocator), for
-//! measuring the data pipeline while the `gpt2` binary cannot be rebuilt (it needs Burn):
+//! `gpt2 prepare`'s library call without the binary, with the binary's allocator (mimalloc,
+//! never purging), for measuring the data pipeline without rebuilding Burn's dependents:
 //! `cargo run -p gpt2-data --example prepare_run -- THREADS OUT_DIR INPUT...`
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
+    // As crates/gpt2-cli/src/main.rs: `mi_option_purge_delay` (index 15) = -1, never purge.
+    // SAFETY: sets a process-wide integer option before any allocation matters.
+    unsafe { libmimalloc_sys::mi_option_set(15, -1) };
     let mut args = std::env::args().skip(1);
     let threads: usize = args
         .next()

@@ -14,14 +14,24 @@ pub struct CleanReport {
     pub controls_removed: bool,
 }
 
+/// Most documents are ASCII without `\r` or control characters: already NFC and nothing to
+/// remove, which a byte scan tells without the per-character pass of [`clean`].
+fn is_clean_ascii(text: &str) -> bool {
+    text.bytes()
+        .all(|b| (0x20..0x7f).contains(&b) || b == b'\n' || b == b'\t')
+}
+
+/// [`clean`] of an owned text: a text with nothing to change is returned as it is, not copied.
+pub fn clean_owned(text: String) -> (String, CleanReport) {
+    if is_clean_ascii(&text) {
+        return (text, CleanReport::default());
+    }
+    clean(&text)
+}
+
 /// Clean `text`; returns the cleaned text and what changed.
 pub fn clean(text: &str) -> (String, CleanReport) {
-    // Most documents are ASCII without `\r` or control characters: already NFC and nothing to
-    // remove, so a byte scan and one copy replace the per-character pass below.
-    if text
-        .bytes()
-        .all(|b| (0x20..0x7f).contains(&b) || b == b'\n' || b == b'\t')
-    {
+    if is_clean_ascii(text) {
         return (text.to_owned(), CleanReport::default());
     }
     let mut report = CleanReport::default();
@@ -90,6 +100,9 @@ mod tests {
             clean(&all_printable),
             (all_printable.clone(), CleanReport::default())
         );
+        for t in ["a\rb\x7fc", "cafe\u{301}", &all_printable] {
+            assert_eq!(clean_owned(t.to_string()), clean(t), "{t:?}");
+        }
     }
 
     #[test]

@@ -117,14 +117,20 @@ impl MinHasher {
     /// of alphanumerics (so punctuation and layout do not matter); a text shorter than one
     /// n-gram is one shingle.
     pub fn signature(&self, text: &str) -> Vec<u16> {
-        let words: Vec<u64> = text
-            .split(|c: char| !c.is_alphanumeric())
-            .filter(|w| !w.is_empty())
-            .map(word_hash)
-            .collect();
+        thread_local! {
+            static WORDS: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
         let n = self.params.ngram.max(1);
         let mut sig = vec![u32::MAX; self.params.num_perm];
-        min_hashes(&mut sig, &self.a, &self.c, &words, n);
+        WORDS.with(|words| {
+            let mut words = words.borrow_mut();
+            words.clear();
+            word_hashes(text, &mut words);
+            min_hashes(&mut sig, &self.a, &self.c, &words, n);
+            if words.capacity() > 1 << 20 {
+                *words = Vec::new();
+            }
+        });
         // Minima are small numbers (their high bits are mostly 0), so fold high into low.
         sig.iter().map(|&v| (v ^ (v >> 16)) as u16).collect()
     }
@@ -193,6 +199,42 @@ fn agreeing(a: &[u16], b: &[u16]) -> usize {
 }
 
 /// Hash of a word, lowercased.
+/// The hashes of `text`'s words (lowercase runs of alphanumerics), in order.
+fn word_hashes(text: &str, out: &mut Vec<u64>) {
+    if !text.is_ascii() {
+        out.extend(
+            text.split(|c: char| !c.is_alphanumeric())
+                .filter(|w| !w.is_empty())
+                .map(word_hash),
+        );
+        return;
+    }
+    // ASCII: the same words and hashes from a byte scan (for ASCII, `char::is_alphanumeric` is
+    // `is_ascii_alphanumeric`), without decoding characters (this split was 8% of `prepare`).
+    let b = text.as_bytes();
+    let mut buf = [0u8; 64];
+    let mut i = 0;
+    while i < b.len() {
+        if !b[i].is_ascii_alphanumeric() {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < b.len() && b[i].is_ascii_alphanumeric() {
+            i += 1;
+        }
+        let w = &b[start..i];
+        if w.len() <= buf.len() {
+            for (d, s) in buf.iter_mut().zip(w) {
+                *d = s.to_ascii_lowercase();
+            }
+            out.push(xxh3_64(&buf[..w.len()]));
+        } else {
+            out.push(xxh3_64(&w.to_ascii_lowercase()));
+        }
+    }
+}
+
 fn word_hash(w: &str) -> u64 {
     let b = w.as_bytes();
     if b.len() <= 64 && w.is_ascii() {
@@ -232,11 +274,34 @@ pub fn key_hashes(text: &str, seed: u64) -> (u128, u64) {
     KEY.with(|k| {
         let mut key = k.borrow_mut();
         key.clear();
-        for w in text.split_whitespace() {
-            if !key.is_empty() {
-                key.push(' ');
+        if text.is_ascii() {
+            // The same key from a byte scan: the ASCII characters `char::is_whitespace` accepts
+            // are space, \t, \n, \x0b, \x0c and \r (`u8::is_ascii_whitespace` lacks \x0b).
+            // Unicode-aware `split_whitespace` was 7% of `prepare` on unseen text.
+            let ws = |c: u8| matches!(c, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r');
+            let b = text.as_bytes();
+            let mut i = 0;
+            while i < b.len() {
+                if ws(b[i]) {
+                    i += 1;
+                    continue;
+                }
+                let start = i;
+                while i < b.len() && !ws(b[i]) {
+                    i += 1;
+                }
+                if !key.is_empty() {
+                    key.push(' ');
+                }
+                key.push_str(&text[start..i]);
             }
-            key.push_str(w);
+        } else {
+            for w in text.split_whitespace() {
+                if !key.is_empty() {
+                    key.push(' ');
+                }
+                key.push_str(w);
+            }
         }
         (
             xxh3_128(key.as_bytes()),
@@ -491,6 +556,36 @@ mod tests {
     }
 
     #[test]
+    fn ascii_word_scan_equals_the_unicode_split() {
+        let long = "Pneumonoultramicroscopicsilicovolcanoconiosis".repeat(2);
+        let texts = [
+            "The quick, brown FOX jumped over 3 lazy dogs.",
+            "x",
+            "",
+            "  --  ",
+            "a_b-c'd\x0be\x7ff\x00g 1.5e10",
+            &long,
+            "MiXeD cAsE 42abc ABC42",
+        ];
+        for t in texts {
+            let mut fast = Vec::new();
+            word_hashes(t, &mut fast);
+            let reference: Vec<u64> = t
+                .split(|c: char| !c.is_alphanumeric())
+                .filter(|w| !w.is_empty())
+                .map(word_hash)
+                .collect();
+            assert!(t.is_ascii());
+            assert_eq!(fast, reference, "{t:?}");
+        }
+        // A non-ASCII text takes the Unicode path: "Café" and "café" are the same word.
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        word_hashes("Café au lait", &mut a);
+        word_hashes("café au LAIT", &mut b);
+        assert_eq!(a, b);
+    }
+
+    #[test]
     fn streamed_key_hashes_equal_the_hashes_of_the_key() {
         let r = crate::io::open_reader(
             &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -507,7 +602,17 @@ mod tests {
                 v["text"].as_str().expect("text").to_string()
             })
             .collect();
-        texts.extend(["", "  ", " a ", "a\t\nb  c\u{a0}d\u{2028}", "x"].map(String::from));
+        texts.extend(
+            [
+                "",
+                "  ",
+                " a ",
+                "a\t\nb  c\u{a0}d\u{2028}",
+                "x",
+                "a\x0bb\x0cc\rd\x1fe\x7f f",
+            ]
+            .map(String::from),
+        );
         for t in &texts {
             let key = crate::clean::dedup_key(t);
             assert_eq!(

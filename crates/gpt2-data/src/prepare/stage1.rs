@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::{minhash_params, work_dir, Counts, RunOptions};
-use crate::clean::clean;
+use crate::clean::clean_owned;
 use crate::config::{PrepareConfig, PreparePlan, Utf8Policy};
 use crate::dedup::{key_hashes, MinHasher};
 use crate::error::{DataError, IoContext, Result};
@@ -151,7 +151,7 @@ fn process(rec: Record, ctx: &Ctx) -> Processed {
     } else {
         raw
     };
-    let (text, report) = clean(&text);
+    let (text, report) = clean_owned(text);
     changes.nfc_changed = report.nfc_changed as u64;
     changes.controls_removed = report.controls_removed as u64;
     if text.trim().is_empty() {
@@ -202,35 +202,51 @@ pub(super) fn run(plan: &PreparePlan, opts: &RunOptions) -> Result<Option<Vec<Pa
         .sum();
     let mut progress = Progress::new("prepare", total, opts.quiet);
     let mut snap = Snapshot::default();
+    // Parts finished by an earlier run, found first so that the input after the current one
+    // (the next not done) can be opened while the current one's last batch is processed.
+    let mut finished = Vec::with_capacity(plan.inputs.len());
+    for (i, (path, _)) in plan.inputs.iter().enumerate() {
+        let (len, mtime) = input_identity(path)?;
+        let (tok_p, _, json_p) = part_paths(&cfg.out_dir, i);
+        finished.push(load_done(&json_p, &tok_p).filter(|prev| {
+            prev.input == path.display().to_string()
+                && prev.input_bytes == len
+                && prev.input_mtime_ns == mtime
+                && prev.settings == settings
+        }));
+    }
     let mut done = Vec::with_capacity(plan.inputs.len());
+    let mut prefetched: Option<(usize, Result<Opened>)> = None;
     for (i, (path, format)) in plan.inputs.iter().enumerate() {
         if opts.stop_after_inputs == Some(i) {
             return Ok(None);
         }
         let (len, mtime) = input_identity(path)?;
         let (tok_p, docs_p, json_p) = part_paths(&cfg.out_dir, i);
-        if let Some(prev) = load_done(&json_p, &tok_p) {
-            if prev.input == path.display().to_string()
-                && prev.input_bytes == len
-                && prev.input_mtime_ns == mtime
-                && prev.settings == settings
-            {
-                snap.input_bytes += len;
-                snap.kept += prev.documents;
-                snap.tokens += prev.tokens;
-                done.push(prev);
-                continue;
-            }
+        if let Some(prev) = finished[i].take() {
+            snap.input_bytes += len;
+            snap.kept += prev.documents;
+            snap.tokens += prev.tokens;
+            done.push(prev);
+            continue;
         }
-        let counts = process_input(
-            path,
-            *format,
+        let opened = match prefetched.take() {
+            Some((j, opened)) if j == i => opened,
+            _ => Opened::open(path, *format, cfg),
+        };
+        let next = (i + 1..plan.inputs.len())
+            .find(|&j| finished[j].is_none())
+            .map(|j| (j, plan.inputs[j].0.as_path(), plan.inputs[j].1));
+        let (counts, next_opened) = process_input(
+            opened,
+            next.map(|(_, p, f)| (p, f)),
             &ctx,
             &tok_p,
             &docs_p,
             &mut progress,
             &mut snap,
         )?;
+        prefetched = next.zip(next_opened).map(|((j, _, _), o)| (j, o));
         let part = PartDone {
             index: i,
             input: path.display().to_string(),
@@ -261,44 +277,73 @@ fn load_done(json: &Path, tokens: &Path) -> Option<PartDone> {
     (std::fs::metadata(tokens).ok()?.len() == 2 * d.tokens).then_some(d)
 }
 
+/// An input opened and its first batch read (possibly ahead of its turn).
+struct Opened {
+    reader: DocReader,
+    first: Result<Batch>,
+    /// What is left of the `limit_documents` budget after the first batch.
+    remaining: Option<u64>,
+}
+
+impl Opened {
+    /// `Err` only when the input cannot be opened; a bad first batch is kept in `first`.
+    fn open(path: &Path, format: Format, cfg: &PrepareConfig) -> Result<Self> {
+        let fields = Fields {
+            text: cfg.text_field.clone(),
+            html: cfg.html_field.clone(),
+        };
+        let mut reader = DocReader::open(path, format, &fields)?;
+        let mut remaining = cfg.limit_documents;
+        let first = read_batch(&mut reader, cfg.on_error, &mut remaining);
+        Ok(Self {
+            reader,
+            first,
+            remaining,
+        })
+    }
+}
+
 /// Read one input in batches, process each batch in parallel while the next is read, and write
-/// the kept documents in order.
+/// the kept documents in order. While the last batch is processed, `next` (the following input
+/// to do) is opened and its first batch read: without that, reading and parsing each input's
+/// first batch left all but one core idle (a whole input, for inputs under one batch).
+/// Returns the counts and `next` opened, if it was.
 fn process_input(
-    path: &Path,
-    format: Format,
+    opened: Result<Opened>,
+    next: Option<(&Path, Format)>,
     ctx: &Ctx,
     tok_p: &Path,
     docs_p: &Path,
     progress: &mut Progress,
     snap: &mut Snapshot,
-) -> Result<Counts> {
+) -> Result<(Counts, Option<Result<Opened>>)> {
     let cfg = ctx.cfg;
     let mut counts = Counts::default();
-    let fields = Fields {
-        text: cfg.text_field.clone(),
-        html: cfg.html_field.clone(),
-    };
-    let mut reader = match DocReader::open(path, format, &fields) {
-        Ok(r) => r,
+    let Opened {
+        mut reader,
+        first,
+        mut remaining,
+    } = match opened {
+        Ok(o) => o,
         Err(e) if cfg.on_error == OnError::Skip => {
             eprintln!("warning: skipping input: {e}");
             counts.input_errors = 1;
             AtomicFile::create(tok_p)?.commit()?;
             AtomicFile::create(docs_p)?.commit()?;
-            return Ok(counts);
+            return Ok((counts, None));
         }
         Err(e) => return Err(e),
     };
     let mut tok_out = AtomicFile::create(tok_p)?;
     let mut docs_out = AtomicFile::create(docs_p)?;
     let base_input = snap.input_bytes;
-    let mut remaining = cfg.limit_documents;
-    let mut batch = read_batch(&mut reader, cfg.on_error, &mut remaining)?;
+    let mut batch = first?;
+    let mut next_opened = None;
     counts.add(&batch.counts);
     while !batch.records.is_empty() {
         let records = std::mem::take(&mut batch.records);
         let stopped = batch.stopped;
-        let (results, next) = rayon::join(
+        let (results, next_batch) = rayon::join(
             || {
                 records
                     .into_par_iter()
@@ -307,6 +352,7 @@ fn process_input(
             },
             || {
                 if stopped {
+                    next_opened = next.map(|(p, f)| Opened::open(p, f, cfg));
                     Ok(Batch::default())
                 } else {
                     read_batch(&mut reader, cfg.on_error, &mut remaining)
@@ -342,7 +388,7 @@ fn process_input(
             }
         }
         snap.text_bytes += batch.raw_bytes;
-        batch = next?;
+        batch = next_batch?;
         counts.add(&batch.counts);
         snap.input_bytes = base_input + reader.consumed.load(Ordering::Relaxed);
         progress.update(&Snapshot {
@@ -355,7 +401,7 @@ fn process_input(
     snap.dropped += counts.dropped();
     tok_out.commit()?;
     docs_out.commit()?;
-    Ok(counts)
+    Ok((counts, next_opened))
 }
 
 #[derive(Default)]
