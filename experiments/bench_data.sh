@@ -70,18 +70,26 @@ PY
 BYTES=$(python3 -c "import json,sys,glob; print(sum(len(json.loads(l)['text'].encode()) for p in glob.glob('$WORK/copy*.jsonl') for l in open(p, encoding='utf-8')))")
 echo "corpus: $REPEAT copies, $BYTES bytes of text"
 
-run_prepare() { # threads out-dir inputs...
+# Each prepare row is the median of RUNS runs (default 3; a fresh output directory each time):
+# on this shared 2-core VM one run can be 20% off the next.
+RUNS="${RUNS:-3}"
+run_prepare() { # threads out-dir inputs... → "median-seconds peak-KB min max"
   local threads="$1" out="$2"; shift 2
-  /usr/bin/time -f "%e %M" -o "$WORK/time" "$BIN" prepare --quiet --name bench --threads "$threads" \
-    --out "$out" $(for f in "$@"; do echo --input "$f"; done) 2>/dev/null
-  read -r secs kb < "$WORK/time"
-  echo "$secs $kb"
+  local all=() kb=0
+  for _ in $(seq "$RUNS"); do
+    rm -rf "$out"
+    /usr/bin/time -f "%e %M" -o "$WORK/time" "$BIN" prepare --quiet --name bench --threads "$threads" \
+      --out "$out" $(for f in "$@"; do echo --input "$f"; done) 2>/dev/null
+    read -r secs kb < "$WORK/time"
+    all+=("$secs")
+  done
+  python3 -c "import statistics,sys; v=sorted(map(float,sys.argv[2:])); print(f'{statistics.median(v):.2f} {sys.argv[1]} {v[0]:.2f} {v[-1]:.2f}')" "$kb" "${all[@]}"
 }
-read -r P1 M1 < <(run_prepare 1 "$WORK/out1" "$WORK"/copy*.jsonl)
-read -r P2 M2 < <(run_prepare 2 "$WORK/out2" "$WORK"/copy*.jsonl)
+read -r P1 M1 P1LO P1HI < <(run_prepare 1 "$WORK/out1" "$WORK"/copy*.jsonl)
+read -r P2 M2 P2LO P2HI < <(run_prepare 2 "$WORK/out2" "$WORK"/copy*.jsonl)
 if [ "$UNSEEN" = 1 ]; then
-  read -r U1 UM1 < <(run_prepare 1 "$WORK/uout1" "$WORK"/unseen/part*.jsonl)
-  read -r U2 UM2 < <(run_prepare 2 "$WORK/uout2" "$WORK"/unseen/part*.jsonl)
+  read -r U1 UM1 U1LO U1HI < <(run_prepare 1 "$WORK/uout1" "$WORK"/unseen/part*.jsonl)
+  read -r U2 UM2 U2LO U2HI < <(run_prepare 2 "$WORK/uout2" "$WORK"/unseen/part*.jsonl)
   USAME=yes
   for f in "$WORK"/uout1/*.bin; do cmp -s "$f" "$WORK/uout2/$(basename "$f")" || USAME=NO; done
 fi
@@ -117,15 +125,15 @@ COMMIT=$(git rev-parse --short HEAD)$(git diff --quiet || echo "+dirty")
   echo
   echo "Command: \`REPEAT=$REPEAT bash experiments/bench_data.sh\` — $BYTES bytes of real text (sotu × $REPEAT)."
   echo
-  echo "| what | seconds | MB/s of text | peak RSS |"
+  echo "| what | seconds (prepare: median of $RUNS, min–max) | MB/s of text | peak RSS |"
   echo "|---|---|---|---|"
-  echo "| gpt2 prepare, 1 thread (read, clean, tokenise, MinHash, dedup, shard, sha256) | $P1 | $(mbs $P1) | $((M1/1024)) MB |"
-  echo "| gpt2 prepare, 2 threads | $P2 | $(mbs $P2) | $((M2/1024)) MB |"
+  echo "| gpt2 prepare, 1 thread (read, clean, tokenise, MinHash, dedup, shard, sha256) | $P1 ($P1LO–$P1HI) | $(mbs $P1) | $((M1/1024)) MB |"
+  echo "| gpt2 prepare, 2 threads | $P2 ($P2LO–$P2HI) | $(mbs $P2) | $((M2/1024)) MB |"
   echo "| Python tiktoken 0.14 encode_ordinary, 1 thread (tokenise only) | $T1 | $(mbs $T1) | |"
   echo "| Python tiktoken encode_ordinary_batch, 2 threads (tokenise only) | $T2 | $(mbs $T2) | |"
   if [ "$UNSEEN" = 1 ]; then
-    echo "| **unseen** ($UBYTES bytes, linux-doc-6.1): gpt2 prepare, 1 thread | $U1 | $(mbs $U1 $UBYTES) | $((UM1/1024)) MB |"
-    echo "| **unseen**: gpt2 prepare, 2 threads | $U2 | $(mbs $U2 $UBYTES) | $((UM2/1024)) MB |"
+    echo "| **unseen** ($UBYTES bytes, linux-doc-6.1): gpt2 prepare, 1 thread | $U1 ($U1LO–$U1HI) | $(mbs $U1 $UBYTES) | $((UM1/1024)) MB |"
+    echo "| **unseen**: gpt2 prepare, 2 threads | $U2 ($U2LO–$U2HI) | $(mbs $U2 $UBYTES) | $((UM2/1024)) MB |"
     echo "| **unseen**: Python tiktoken encode_ordinary, 1 thread (tokenise only) | $UT1 | $(mbs $UT1 $UBYTES) | |"
   fi
   echo

@@ -179,6 +179,63 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     f.commit()
 }
 
+/// Durable commits ([`AtomicFile::commit`], [`write_atomic`]) run on a background thread, one
+/// after another in submission order, so that waiting for the disk overlaps the next piece of
+/// work. An fsync here takes 1–45 ms; `prepare` made 34 of them, 0.12 s of a 0.8 s run with
+/// every core idle. Order is what crash safety needs (a part's data files before its marker),
+/// and order is kept. The first failing job stops the queue; [`Committer::finish`] returns its
+/// error. Dropped without `finish`, the committer still completes the jobs already submitted.
+pub struct Committer {
+    tx: Option<std::sync::mpsc::Sender<CommitJob>>,
+    thread: Option<std::thread::JoinHandle<Result<()>>>,
+}
+
+/// One unit of work for the [`Committer`].
+pub type CommitJob = Box<dyn FnOnce() -> Result<()> + Send>;
+
+impl Committer {
+    pub fn start() -> Result<Self> {
+        let (tx, rx) = std::sync::mpsc::channel::<CommitJob>();
+        let thread = std::thread::Builder::new()
+            .name("commit".into())
+            .spawn(move || rx.into_iter().try_for_each(|job| job()))
+            .map_err(|e| DataError::Loader(format!("cannot start the commit thread: {e}")))?;
+        Ok(Self {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Queue `job`. Fails (with the earlier job's error) if the queue has stopped on an error.
+    pub fn submit(&mut self, job: CommitJob) -> Result<()> {
+        let sent = self.tx.as_ref().map(|tx| tx.send(job).is_ok());
+        if sent == Some(true) {
+            return Ok(());
+        }
+        self.join()
+    }
+
+    /// Wait for every queued job; the first error, if any.
+    pub fn finish(mut self) -> Result<()> {
+        self.join()
+    }
+
+    fn join(&mut self) -> Result<()> {
+        self.tx = None; // closes the queue: the thread ends after the last job
+        match self.thread.take().map(|t| t.join()) {
+            None => Ok(()),
+            Some(Ok(result)) => result,
+            Some(Err(panic)) => std::panic::resume_unwind(panic),
+        }
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        let _ = self.join();
+    }
+}
+
 /// fsync the directory holding `path`, so a rename survives a power cut.
 pub fn sync_dir(path: &Path) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {

@@ -239,6 +239,12 @@ thread_local! {
         RefCell::new(HashMap::default());
 }
 
+/// Build the process-wide tables (character classes, ranks) now rather than on first use.
+pub fn warm_up() {
+    tables();
+    crate::bpe::ranks();
+}
+
 /// GPT-2 ids of `text`, equal to tiktoken's `encode_ordinary`. A cache miss goes to
 /// [`crate::bpe`]'s merge directly (not through tiktoken's regex again).
 pub fn encode_ordinary_fast(text: &str) -> Vec<u32> {

@@ -17,7 +17,7 @@ use crate::clean::clean_owned;
 use crate::config::{PrepareConfig, PreparePlan, Utf8Policy};
 use crate::dedup::{key_hashes, MinHasher};
 use crate::error::{DataError, IoContext, Result};
-use crate::io::{write_atomic, AtomicFile};
+use crate::io::{write_atomic, AtomicFile, Committer};
 use crate::progress::{Progress, Snapshot};
 use crate::readers::{extract_html, Body, DocReader, Fields, Format, Record};
 use crate::reddit::url as urlcheck;
@@ -216,9 +216,22 @@ pub(super) fn run(plan: &PreparePlan, opts: &RunOptions) -> Result<Option<Vec<Pa
         }));
     }
     let mut done = Vec::with_capacity(plan.inputs.len());
+    // A part's files are made durable (and its marker written after them) in the background
+    // while the next input is processed; all of it before stage 2 reads them.
+    let mut committer = Committer::start()?;
+    // The first input to do is opened while the tokeniser's tables are built (~60 ms, one
+    // thread), so neither waits for the other.
     let mut prefetched: Option<(usize, Result<Opened>)> = None;
+    if let Some(j) = finished.iter().position(Option::is_none) {
+        let (path, format) = &plan.inputs[j];
+        let ((), opened) = rayon::join(crate::pretokenize::warm_up, || {
+            Opened::open(path, *format, cfg)
+        });
+        prefetched = Some((j, opened));
+    }
     for (i, (path, format)) in plan.inputs.iter().enumerate() {
         if opts.stop_after_inputs == Some(i) {
+            committer.finish()?;
             return Ok(None);
         }
         let (len, mtime) = input_identity(path)?;
@@ -237,7 +250,7 @@ pub(super) fn run(plan: &PreparePlan, opts: &RunOptions) -> Result<Option<Vec<Pa
         let next = (i + 1..plan.inputs.len())
             .find(|&j| finished[j].is_none())
             .map(|j| (j, plan.inputs[j].0.as_path(), plan.inputs[j].1));
-        let (counts, next_opened) = process_input(
+        let written = process_input(
             opened,
             next.map(|(_, p, f)| (p, f)),
             &ctx,
@@ -246,7 +259,8 @@ pub(super) fn run(plan: &PreparePlan, opts: &RunOptions) -> Result<Option<Vec<Pa
             &mut progress,
             &mut snap,
         )?;
-        prefetched = next.zip(next_opened).map(|((j, _, _), o)| (j, o));
+        prefetched = next.zip(written.next).map(|((j, _, _), o)| (j, o));
+        let counts = written.counts;
         let part = PartDone {
             index: i,
             input: path.display().to_string(),
@@ -254,21 +268,21 @@ pub(super) fn run(plan: &PreparePlan, opts: &RunOptions) -> Result<Option<Vec<Pa
             input_mtime_ns: mtime,
             settings: settings.clone(),
             documents: counts.kept,
-            tokens: file_tokens(&tok_p)?,
+            tokens: written.tokens,
             counts,
         };
-        write_atomic(
-            &json_p,
-            &serde_json::to_vec_pretty(&part).expect("serialises"),
-        )?;
+        let marker = serde_json::to_vec_pretty(&part).expect("serialises");
+        let [tok_f, docs_f] = written.files;
+        committer.submit(Box::new(move || {
+            tok_f.commit()?;
+            docs_f.commit()?;
+            write_atomic(&json_p, &marker)
+        }))?;
         done.push(part);
     }
+    committer.finish()?;
     progress.finish();
     Ok(Some(done))
-}
-
-fn file_tokens(p: &Path) -> Result<u64> {
-    Ok(std::fs::metadata(p).at(p)?.len() / 2)
 }
 
 /// A marker counts only if it parses and its tokens file has the size it claims.
@@ -307,7 +321,15 @@ impl Opened {
 /// the kept documents in order. While the last batch is processed, `next` (the following input
 /// to do) is opened and its first batch read: without that, reading and parsing each input's
 /// first batch left all but one core idle (a whole input, for inputs under one batch).
-/// Returns the counts and `next` opened, if it was.
+/// One input's results: its part files, written but not yet committed (the caller queues
+/// that), and `next` opened, if it was.
+struct Written {
+    counts: Counts,
+    tokens: u64,
+    files: [AtomicFile; 2],
+    next: Option<Result<Opened>>,
+}
+
 fn process_input(
     opened: Result<Opened>,
     next: Option<(&Path, Format)>,
@@ -316,7 +338,7 @@ fn process_input(
     docs_p: &Path,
     progress: &mut Progress,
     snap: &mut Snapshot,
-) -> Result<(Counts, Option<Result<Opened>>)> {
+) -> Result<Written> {
     let cfg = ctx.cfg;
     let mut counts = Counts::default();
     let Opened {
@@ -328,9 +350,12 @@ fn process_input(
         Err(e) if cfg.on_error == OnError::Skip => {
             eprintln!("warning: skipping input: {e}");
             counts.input_errors = 1;
-            AtomicFile::create(tok_p)?.commit()?;
-            AtomicFile::create(docs_p)?.commit()?;
-            return Ok((counts, None));
+            return Ok(Written {
+                counts,
+                tokens: 0,
+                files: [AtomicFile::create(tok_p)?, AtomicFile::create(docs_p)?],
+                next: None,
+            });
         }
         Err(e) => return Err(e),
     };
@@ -339,6 +364,7 @@ fn process_input(
     let base_input = snap.input_bytes;
     let mut batch = first?;
     let mut next_opened = None;
+    let mut tokens_written = 0;
     counts.add(&batch.counts);
     while !batch.records.is_empty() {
         let records = std::mem::take(&mut batch.records);
@@ -374,6 +400,7 @@ fn process_input(
                     counts.kept += 1;
                     snap.tokens += tokens.len() as u64 / 2;
                     tok_out.write_all(&tokens).at(tok_p)?;
+                    tokens_written += tokens.len() as u64 / 2;
                     write_doc_record(
                         &mut docs_out,
                         docs_p,
@@ -399,9 +426,12 @@ fn process_input(
     }
     snap.kept += counts.kept;
     snap.dropped += counts.dropped();
-    tok_out.commit()?;
-    docs_out.commit()?;
-    Ok((counts, next_opened))
+    Ok(Written {
+        counts,
+        tokens: tokens_written,
+        files: [tok_out, docs_out],
+        next: next_opened,
+    })
 }
 
 #[derive(Default)]

@@ -9,7 +9,7 @@ use super::stage1::{part_paths, DocEntries, PartDone};
 use super::{minhash_params, Counts, InputInfo, Manifest, MANIFEST, MANIFEST_FORMAT};
 use crate::config::PreparePlan;
 use crate::dedup::{DedupIndex, Verdict};
-use crate::error::{IoContext, Result};
+use crate::error::{DataError, IoContext, Result};
 use crate::shard::{ShardInfo, ShardWriter};
 
 pub(super) fn run(plan: &PreparePlan, parts: &[PartDone], fingerprint: String) -> Result<Manifest> {
@@ -151,14 +151,20 @@ fn remove_old_shards(out: &Path, name: &str) -> Result<()> {
 }
 
 /// One open shard per split; a shard closes before the document that would overflow it.
+/// A closed shard is finished (header, fsync, sha256, index) on its own thread while the next
+/// one is written: those are waits for the disk and a hash, not work the writer must wait for.
 struct Writers<'a> {
     out: &'a Path,
     name: &'a str,
     target: u64,
     open: Vec<(String, ShardWriter, usize)>,
     next_idx: std::collections::BTreeMap<String, usize>,
+    finishing: std::collections::VecDeque<std::thread::JoinHandle<Result<ShardInfo>>>,
     done: Vec<ShardInfo>,
 }
+
+/// Shards finishing in the background at most; the writer waits for the oldest beyond that.
+const MAX_FINISHING: usize = 2;
 
 impl<'a> Writers<'a> {
     fn new(out: &'a Path, name: &'a str, target: u64) -> Self {
@@ -168,8 +174,32 @@ impl<'a> Writers<'a> {
             target,
             open: Vec::new(),
             next_idx: Default::default(),
+            finishing: Default::default(),
             done: Vec::new(),
         }
+    }
+
+    /// Finish `w` on a background thread.
+    fn close(&mut self, w: ShardWriter) -> Result<()> {
+        while self.finishing.len() >= MAX_FINISHING {
+            self.join_oldest()?;
+        }
+        let t = std::thread::Builder::new()
+            .name("shard".into())
+            .spawn(move || w.finish())
+            .map_err(|e| DataError::Loader(format!("cannot start a shard thread: {e}")))?;
+        self.finishing.push_back(t);
+        Ok(())
+    }
+
+    fn join_oldest(&mut self) -> Result<()> {
+        if let Some(t) = self.finishing.pop_front() {
+            let info = t
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+            self.done.push(info);
+        }
+        Ok(())
     }
 
     fn push(
@@ -185,7 +215,7 @@ impl<'a> Writers<'a> {
             let w = &self.open[p].1;
             if w.documents() > 0 && w.tokens() + ntok > self.target {
                 let (_, w, _) = self.open.remove(p);
-                self.done.push(w.finish()?);
+                self.close(w)?;
             }
         }
         let p = match self.open.iter().position(|(s, _, _)| s == split) {
@@ -206,8 +236,11 @@ impl<'a> Writers<'a> {
 
     /// Close the open shards; the list is ordered val first, then train, each by index.
     fn finish(mut self) -> Result<Vec<ShardInfo>> {
-        for (_, w, _) in self.open.drain(..) {
-            self.done.push(w.finish()?);
+        for (_, w, _) in std::mem::take(&mut self.open) {
+            self.close(w)?;
+        }
+        while !self.finishing.is_empty() {
+            self.join_oldest()?;
         }
         self.done
             .sort_by(|a, b| (a.split != "val", &a.file).cmp(&(b.split != "val", &b.file)));
