@@ -232,7 +232,12 @@ impl Committer {
 
 impl Drop for Committer {
     fn drop(&mut self) {
-        let _ = self.join();
+        // Reached on an early return: let the queued commits finish; their errors (or a
+        // panic) are the caller's no longer, which is already returning another error.
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
@@ -255,5 +260,61 @@ pub fn stream_error(path: &Path, err: io::Error, what: &str) -> DataError {
         path: path.to_path_buf(),
         message: format!("{what}: {err}"),
         hint: "the file may be truncated or corrupt; re-download it, or pass `--on-error skip` (`on_error: skip` in a prepare config) to keep the records read before the damage".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[test]
+    fn committer_runs_jobs_in_order_and_reports_the_first_error() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut c = Committer::start().expect("thread");
+        for i in 0..5 {
+            let log = log.clone();
+            c.submit(Box::new(move || {
+                std::thread::sleep(std::time::Duration::from_millis(5 - i));
+                log.lock().expect("lock").push(i);
+                Ok(())
+            }))
+            .expect("queued");
+        }
+        c.finish().expect("no job failed");
+        assert_eq!(*log.lock().expect("lock"), [0, 1, 2, 3, 4]);
+
+        // A failing job stops the queue: later jobs do not run, and the error comes back.
+        let ran_after = Arc::new(AtomicU64::new(0));
+        let mut c = Committer::start().expect("thread");
+        c.submit(Box::new(|| Err(DataError::Loader("disk full".into()))))
+            .expect("queued");
+        let r = ran_after.clone();
+        let late = c.submit(Box::new(move || {
+            r.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }));
+        let result = late.and_then(|()| c.finish());
+        assert!(
+            matches!(&result, Err(DataError::Loader(m)) if m == "disk full"),
+            "{result:?}"
+        );
+        assert_eq!(ran_after.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_committed_file_is_in_place_and_a_dropped_one_is_gone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        let mut fa = AtomicFile::create(&a).expect("create");
+        fa.write_all(b"kept").expect("write");
+        let mut fb = AtomicFile::create(&b).expect("create");
+        fb.write_all(b"lost").expect("write");
+        let mut c = Committer::start().expect("thread");
+        c.submit(Box::new(move || fa.commit())).expect("queued");
+        drop(fb);
+        c.finish().expect("committed");
+        assert_eq!(std::fs::read(&a).expect("a"), b"kept");
+        assert!(!b.exists() && !tmp_path(&b).exists());
     }
 }
