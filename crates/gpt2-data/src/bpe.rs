@@ -123,8 +123,9 @@ const LONG_PIECE: usize = 100;
 /// The rank (= token id) of every GPT-2 token's bytes.
 pub struct Ranks {
     /// Tokens of one or two bytes, at [`tiny_index`]; `u32::MAX` where the bytes are not a
-    /// token (256 KB, where the hash table is 1.6 MB and a lookup hashes and probes). The merge's first pass looks up every adjacent byte
-    /// pair of a piece: on CJK text those hash lookups were 29% of tokenising.
+    /// token. 256 KB, where the hash table is 1.6 MB and a lookup hashes and probes: the
+    /// merge's first pass looks up every adjacent byte pair of a piece, and on CJK text those
+    /// hash lookups were 29% of tokenising.
     tiny: Box<[u32]>,
     /// Tokens of at most 15 bytes (all but a few hundred), by packed bytes.
     short: HashMap<u128, u32, FastPacked>,

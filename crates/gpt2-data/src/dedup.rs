@@ -198,7 +198,6 @@ fn agreeing(a: &[u16], b: &[u16]) -> usize {
     a.iter().zip(b).filter(|(x, y)| x == y).count()
 }
 
-/// Hash of a word, lowercased.
 /// The hashes of `text`'s words (lowercase runs of alphanumerics), in order.
 fn word_hashes(text: &str, out: &mut Vec<u64>) {
     if !text.is_ascii() {
@@ -212,7 +211,6 @@ fn word_hashes(text: &str, out: &mut Vec<u64>) {
     // ASCII: the same words and hashes from a byte scan (for ASCII, `char::is_alphanumeric` is
     // `is_ascii_alphanumeric`), without decoding characters (this split was 8% of `prepare`).
     let b = text.as_bytes();
-    let mut buf = [0u8; 64];
     let mut i = 0;
     while i < b.len() {
         if !b[i].is_ascii_alphanumeric() {
@@ -223,18 +221,11 @@ fn word_hashes(text: &str, out: &mut Vec<u64>) {
         while i < b.len() && b[i].is_ascii_alphanumeric() {
             i += 1;
         }
-        let w = &b[start..i];
-        if w.len() <= buf.len() {
-            for (d, s) in buf.iter_mut().zip(w) {
-                *d = s.to_ascii_lowercase();
-            }
-            out.push(xxh3_64(&buf[..w.len()]));
-        } else {
-            out.push(xxh3_64(&w.to_ascii_lowercase()));
-        }
+        out.push(word_hash(&text[start..i]));
     }
 }
 
+/// Hash of a word, lowercased.
 fn word_hash(w: &str) -> u64 {
     let b = w.as_bytes();
     if b.len() <= 64 && w.is_ascii() {

@@ -206,13 +206,19 @@ impl Committer {
         })
     }
 
-    /// Queue `job`. Fails (with the earlier job's error) if the queue has stopped on an error.
+    /// Queue `job`. Fails (with the earlier job's error) if the queue has stopped on an error;
+    /// a job is never dropped with `Ok`.
     pub fn submit(&mut self, job: CommitJob) -> Result<()> {
-        let sent = self.tx.as_ref().map(|tx| tx.send(job).is_ok());
-        if sent == Some(true) {
-            return Ok(());
+        match self.tx.as_ref().map(|tx| tx.send(job).is_ok()) {
+            Some(true) => Ok(()),
+            // The thread ended on an error: that error, or this one if it was already returned.
+            Some(false) => self
+                .join()
+                .and(Err(DataError::Loader("the commit queue stopped".into()))),
+            None => Err(DataError::Loader(
+                "the commit queue stopped after an earlier error".into(),
+            )),
         }
-        self.join()
     }
 
     /// Wait for every queued job; the first error, if any.

@@ -318,6 +318,10 @@ mod tests {
             "\r\n\r\n",
             " \n",
             "1,000,000.5",
+            // Pieces of ≤ 15 bytes with more tokens than the cache stores inline, each twice
+            // (the second time past the cache), beside cached ones.
+            "🎉🎉🎉 🎉🎉🎉 🎉🎉🎉 naïveté naïveté",
+            "ÿÿÿÿÿÿÿ ÿÿÿÿÿÿÿ",
         ];
         for c in cases {
             assert_eq!(

@@ -317,12 +317,8 @@ impl Opened {
     }
 }
 
-/// Read one input in batches, process each batch in parallel while the next is read, and write
-/// the kept documents in order. While the last batch is processed, `next` (the following input
-/// to do) is opened and its first batch read: without that, reading and parsing each input's
-/// first batch left all but one core idle (a whole input, for inputs under one batch).
 /// One input's results: its part files, written but not yet committed (the caller queues
-/// that), and `next` opened, if it was.
+/// that), and the next input opened, if it was.
 struct Written {
     counts: Counts,
     tokens: u64,
@@ -330,6 +326,10 @@ struct Written {
     next: Option<Result<Opened>>,
 }
 
+/// Read one input in batches, process each batch in parallel while the next is read, and write
+/// the kept documents in order. While the last batch is processed, `next` (the following input
+/// to do) is opened and its first batch read: without that, reading and parsing each input's
+/// first batch left all but one core idle (a whole input, for inputs under one batch).
 fn process_input(
     opened: Result<Opened>,
     next: Option<(&Path, Format)>,
