@@ -1,7 +1,8 @@
 //! `gpt2 eval`: held-out loss, perplexity and bits per byte of a checkpoint (ours or imported
-//! HF GPT-2 weights) on token shards. Flags are resolved here (which checkpoint, which shard
-//! files); the measurement is `gpt2_train::eval::evaluate_shards` (see its module docs for
-//! exactly which tokens count and how windows slide).
+//! HF GPT-2 weights) on token shards, or, with `--task`, one of the GPT-2 paper's zero-shot
+//! evaluations on its test-set file. Flags are resolved here (which checkpoint, which shard
+//! files); the measurements are `gpt2_train::eval::evaluate_shards` and `gpt2_train::tasks::run`
+//! (see their module docs for exactly what is counted).
 
 use std::path::{Path, PathBuf};
 
@@ -11,6 +12,7 @@ use gpt2_data::prepare::MANIFEST;
 use gpt2_data::Manifest;
 use gpt2_train::eval::{evaluate_shards, EvalOptions, EvalReport};
 use gpt2_train::infer::load_checkpoint;
+use gpt2_train::tasks::{Task, TaskOptions};
 
 #[derive(Args)]
 pub struct EvalArgs {
@@ -21,8 +23,21 @@ pub struct EvalArgs {
     /// Shards to evaluate: a directory with manifest.json (its `--split` shards), a manifest.json
     /// path, `.bin` files, or a quoted glob of `.bin` files (wildcards `*`/`?` in the file name
     /// only). Repeatable; several values may follow one flag.
-    #[arg(long, num_args = 1.., required = true)]
+    #[arg(long, num_args = 1.., required_unless_present = "task", conflicts_with = "task")]
     pub shards: Vec<String>,
+    /// A zero-shot task instead of shards: `lambada` (lm-eval's lambada_openai: acc, ppl),
+    /// `hellaswag` (llm.c's scoring: acc, acc_norm), `wikitext` (lm-eval's word perplexity,
+    /// byte perplexity, bits per byte) or `ptb` (word and token perplexity), on `--data`.
+    #[arg(long, requires = "data", value_parser = ["lambada", "hellaswag", "wikitext", "ptb"])]
+    pub task: Option<String>,
+    /// The task's test-set file: OpenAI's lambada_test.jsonl; HellaSwag as rowanz's jsonl or
+    /// llama.cpp's 6-line text (`.bz2` is read as is); WikiText's wiki.test.raw; PTB's
+    /// ptb.test.txt. Nothing is downloaded.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// `--task`: score only the first N examples (documents for wikitext, lines for ptb).
+    #[arg(long)]
+    pub limit: Option<usize>,
     /// Which split of a manifest to evaluate.
     #[arg(long, default_value = "val", value_parser = ["val", "train"])]
     pub split: String,
@@ -34,12 +49,14 @@ pub struct EvalArgs {
     #[arg(long)]
     pub context: Option<usize>,
     /// Window step (default: the context). With a smaller stride, each window after the first
-    /// scores only its last `stride` tokens, so every token sees more context (slower).
+    /// scores only its last `stride` tokens, so every token sees more context (slower). For
+    /// `--task wikitext|ptb`: overlapping windows instead of lm-eval's rolling ones.
     #[arg(long)]
     pub stride: Option<usize>,
-    /// Windows per forward pass (logits memory ≈ batch × context × 50257 × 4 bytes).
-    #[arg(long, default_value_t = 4)]
-    pub batch: usize,
+    /// Windows (shards) or sequences (`--task`, default 32) per forward pass. The LM head runs in
+    /// row chunks, so the logits never exceed one chunk whatever the batch.
+    #[arg(long)]
+    pub batch: Option<usize>,
     /// Also write the report (totals and per-shard table) as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -54,6 +71,9 @@ pub struct EvalArgs {
 
 /// Runs `gpt2 eval`: resolve checkpoint and shards, evaluate, print the table, write JSON.
 pub fn run(a: EvalArgs) -> Result<()> {
+    if let Some(task) = &a.task {
+        return run_task(&a, task);
+    }
     let shards = resolve_shards(&a.shards, &a.split)?;
     let device = gpt2_train::infer::inference_device(&a.device)?;
     let (model, from) = load_checkpoint(&a.checkpoint, &device)?;
@@ -71,11 +91,56 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let opts = EvalOptions {
         context: a.context,
         stride: a.stride,
-        batch: a.batch,
+        batch: a.batch.unwrap_or(4),
         max_tokens: a.max_tokens,
     };
     let report = evaluate_shards(&model, &shards, &opts, !a.quiet)?;
     print_report(&report);
+    if let Some(path) = &a.json {
+        let text = serde_json::to_string_pretty(&report).context("serialising the report")? + "\n";
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// `--task`: load the checkpoint, score the task's file, print its metrics, write JSON.
+fn run_task(a: &EvalArgs, task: &str) -> Result<()> {
+    let task = Task::parse(task).map_err(anyhow::Error::msg)?;
+    let data = a.data.as_deref().context("--task needs --data FILE")?;
+    let device = gpt2_train::infer::inference_device(&a.device)?;
+    let (model, from) = load_checkpoint(&a.checkpoint, &device)?;
+    if !a.quiet {
+        eprintln!(
+            "gpt2 eval: {} on {} ({})",
+            from.display(),
+            task.name(),
+            data.display()
+        );
+    }
+    let opts = TaskOptions {
+        limit: a.limit,
+        batch: a.batch.unwrap_or(32),
+        stride: a.stride,
+        progress: !a.quiet,
+    };
+    let report = gpt2_train::tasks::run(&model, task, data, &opts)?;
+    let metrics: Vec<String> = report
+        .metrics
+        .pairs()
+        .iter()
+        .map(|(k, v)| format!("{k} {v:.4}"))
+        .collect();
+    println!(
+        "{}: {} | n {} | {:.1} s, {:.1} examples/s{}",
+        task.name(),
+        metrics.join(" | "),
+        report.n,
+        report.seconds,
+        report.n as f64 / report.seconds.max(1e-9),
+        report
+            .stride
+            .map_or(String::new(), |s| format!(" | overlapping windows, stride {s}"))
+    );
     if let Some(path) = &a.json {
         let text = serde_json::to_string_pretty(&report).context("serialising the report")? + "\n";
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;

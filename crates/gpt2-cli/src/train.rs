@@ -19,7 +19,8 @@ pub struct TrainArgs {
     /// are reported and skipped); or a checkpoint directory. Without it the run starts fresh.
     #[arg(long)]
     resume: Option<String>,
-    /// Only validate the config and print the plan.
+    /// Only validate the config and print the plan, with the memory estimate per device and
+    /// whether it fits (`device.memory_gb`, or the device's size where it can be read).
     #[arg(long)]
     dry_run: bool,
     /// No progress output.
@@ -32,6 +33,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let plan = cfg.plan(&a.config)?;
     crate::print_table("gpt2 train: plan", &plan.rows());
     if a.dry_run {
+        crate::print_table("memory", &gpt2_train::train::memory_rows(plan)?);
         return Ok(());
     }
     let resume = match a.resume.as_deref() {

@@ -48,6 +48,32 @@ fn help_explains_every_subcommand() {
     }
 }
 
+/// `--version` names the commit the binary was built from, and every subcommand's help ends with
+/// an example.
+#[test]
+fn version_names_the_commit_and_help_shows_examples() {
+    let out = gpt2().arg("--version").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success());
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(root())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    match commit {
+        // Built from this checkout: the same commit (the build script reruns when HEAD moves).
+        Some(c) => assert!(text.contains(&format!("(commit {c})")), "{text} vs {c}"),
+        None => assert!(text.contains("(commit "), "{text}"),
+    }
+    for cmd in ["urls", "prepare", "train", "eval", "sample", "export"] {
+        let out = gpt2().args([cmd, "--help"]).output().unwrap();
+        let help = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(help.contains("Example") && help.contains(&format!("gpt2 {cmd} ")), "{cmd}: {help}");
+    }
+}
+
 /// Split the sample corpus into `n` JSON-lines files so that resume has inputs to skip.
 fn inputs(dir: &Path, n: usize) -> Vec<PathBuf> {
     use std::io::BufRead;

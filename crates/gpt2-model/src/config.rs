@@ -67,6 +67,21 @@ pub struct Gpt2Config {
     /// Precision of matmuls and attention (params and LayerNorm/softmax/loss stay f32).
     #[serde(default)]
     pub compute_dtype: ComputeDtype,
+    /// Rows of the LM head computed at once (training loss and evaluation NLL): at most
+    /// `lm_head_chunk_rows × vocab_size` logits exist at any moment. 0 (the default): chosen from
+    /// the device, see [`crate::device::lm_head_chunk_rows`].
+    #[serde(default)]
+    pub lm_head_chunk_rows: usize,
+    /// Training attention on the GPU backends (CUDA, wgpu): flash attention kernels (`true`, the
+    /// default: memory linear in `T`) or the composed form that stores the `[B, nh, T, T]`
+    /// probabilities (`false`: a fallback should the kernels misbehave on some device). flex
+    /// always uses its own kernels.
+    #[serde(default = "default_true")]
+    pub flash_attention: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_vocab_size() -> usize {
@@ -100,6 +115,8 @@ impl Gpt2Config {
             dropout: 0.0,
             layer_norm_epsilon: default_layer_norm_epsilon(),
             compute_dtype: ComputeDtype::F32,
+            lm_head_chunk_rows: 0,
+            flash_attention: true,
         }
     }
 

@@ -98,9 +98,9 @@ fn xent_row(row: &mut [f32], target: usize) -> f64 {
     (max as f64 + (sum as f64).ln()) - picked as f64
 }
 
-/// `−ln softmax(row)[target]` of one row, read only.
+/// `(−ln softmax(row)[target], max(row) − row[target])` of one row, read only.
 #[inline(always)]
-fn nll_row(row: &[f32], target: usize) -> f32 {
+fn nll_row(row: &[f32], target: usize) -> (f32, f32) {
     let max = row_max(row);
     let mut acc = [0.0f32; LANES];
     let chunks = row.chunks_exact(LANES);
@@ -111,7 +111,8 @@ fn nll_row(row: &[f32], target: usize) -> f32 {
         }
     }
     sum += acc.iter().sum::<f32>();
-    ((max as f64 + (sum as f64).ln()) - row[target] as f64) as f32
+    let nll = ((max as f64 + (sum as f64).ln()) - row[target] as f64) as f32;
+    (nll, max - row[target])
 }
 
 /// One row of causal attention scores: softmax over the first `valid` entries, zeros after.
@@ -177,9 +178,9 @@ multiversion!(xent_rows(rows: &mut [f32], targets: &[usize], nll: &mut [f64], v:
     }
 });
 
-multiversion!(nll_rows(rows: &[f32], targets: &[usize], nll: &mut [f32], v: usize) {
-    for ((row, &t), out) in rows.chunks_exact(v).zip(targets).zip(nll) {
-        *out = nll_row(row, t);
+multiversion!(nll_rows(rows: &[f32], targets: &[usize], out: &mut [f32], v: usize) {
+    for ((row, &t), out) in rows.chunks_exact(v).zip(targets).zip(out.chunks_exact_mut(2)) {
+        (out[0], out[1]) = nll_row(row, t);
     }
 });
 
@@ -252,19 +253,21 @@ pub fn softmax_xent(logits: &mut [f32], targets: &[usize], v: usize) -> f64 {
     nll.iter().sum::<f64>() / targets.len().max(1) as f64
 }
 
-/// `−ln softmax(row)[target]` of each row of `logits` `[N, V]` (evaluation; nothing written).
+/// For each row of `logits` `[N, V]`: `−ln softmax(row)[target]` and `max(row) − row[target]`
+/// (0 exactly when the target is a greedy choice), as `[N, 2]` row-major (evaluation; nothing
+/// written to `logits`).
 ///
 /// # Panics
 /// If `logits.len() != targets.len() · v` or a target is `>= v`.
 pub fn token_nll(logits: &[f32], targets: &[usize], v: usize) -> Vec<f32> {
     assert_eq!(logits.len(), targets.len() * v, "token_nll: shape");
     assert!(targets.iter().all(|&t| t < v), "token_nll: target >= {v}");
-    let mut nll = vec![0.0f32; targets.len()];
-    nll.par_chunks_mut(ROWS_PER_TASK)
+    let mut out = vec![0.0f32; 2 * targets.len()];
+    out.par_chunks_mut(2 * ROWS_PER_TASK)
         .zip(logits.par_chunks(v * ROWS_PER_TASK))
         .zip(targets.par_chunks(ROWS_PER_TASK))
         .for_each(|((out, rows), t)| nll_rows(rows, t, out, v));
-    nll
+    out
 }
 
 /// In place on `scores` `[.., T_q, T_k]` (row-major): causal softmax of each row, zeros on the
@@ -331,9 +334,13 @@ mod tests {
             expected += m + sum.ln() - row[t];
             let nll = m + sum.ln() - row[t];
             assert!(
-                (per_token[r] as f64 - nll).abs() < 1e-5 * nll.abs().max(1.0),
+                (per_token[2 * r] as f64 - nll).abs() < 1e-5 * nll.abs().max(1.0),
                 "row {r}"
             );
+            // The gap in f32, as the kernel computes it: the row max minus the target logit.
+            let raw = &logits[r * v..(r + 1) * v];
+            let max32 = raw.iter().cloned().fold(f32::MIN, f32::max);
+            assert_eq!(per_token[2 * r + 1], max32 - raw[t], "row {r}: gap");
             for (j, &x) in row.iter().enumerate() {
                 let want = (x - m).exp() / sum - if j == t { 1.0 } else { 0.0 };
                 assert!((g[r * v + j] as f64 - want).abs() < 1e-6, "row {r} col {j}");

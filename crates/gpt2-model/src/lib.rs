@@ -32,13 +32,19 @@
 use gpt2_llvm_stubs as _;
 
 pub mod config;
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+pub mod cube;
+pub mod device;
 pub mod error;
+mod flex;
 mod fused;
 pub mod generate;
 pub mod hf;
 mod kernels;
 pub mod model;
+pub mod optim;
 pub mod params;
+mod row_kernels;
 #[cfg(feature = "wgpu")]
 #[doc(hidden)]
 pub mod testing;
@@ -49,8 +55,10 @@ pub use config::{ComputeDtype, Gpt2Config, EOT_TOKEN, GPT2_VOCAB_SIZE, PRESET_NA
 pub use error::{ModelError, Result};
 pub use generate::GenerateConfig;
 pub use hf::{load_hf, load_hf_with_config, read_hf_config, save_hf};
+pub use device::{device_memory, DeviceMemory};
 pub use model::{
-    cross_entropy, cross_entropy_reference, gelu_tanh, lm_head_loss, token_nll, Block,
+    causal_attention, cross_entropy, cross_entropy_reference, gelu_tanh, lm_head_loss, Block,
     CausalSelfAttention, Gpt2, KvCache, LayerKv, Mlp,
 };
+pub use optim::{adamw_step, adamw_step_composed, AdamWHyper};
 pub use params::DecayGroups;

@@ -31,7 +31,7 @@ use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, LayerNormConfig, Li
 use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::module::{attention, linear};
 use burn::tensor::ops::{AttentionModuleOptions, IndexingUpdateOp};
-use burn::tensor::{Bool, Device, FloatDType, Int, Tensor, TensorData};
+use burn::tensor::{Device, FloatDType, Int, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -160,6 +160,8 @@ pub struct CausalSelfAttention {
     pub n_head: usize,
     #[module(skip)]
     compute_dtype: ComputeDtype,
+    #[module(skip)]
+    flash: bool,
 }
 
 impl CausalSelfAttention {
@@ -172,6 +174,7 @@ impl CausalSelfAttention {
             resid_dropout: DropoutConfig::new(config.dropout).init(),
             n_head: config.n_head,
             compute_dtype: config.compute_dtype,
+            flash: config.flash_attention,
         }
     }
 
@@ -204,10 +207,11 @@ impl CausalSelfAttention {
             None => (q, k, v),
             Some(d) => (q.cast(d), k.cast(d), v.cast(d)),
         };
-        // Training (autodiff, no past keys) takes our fused op; inference Burn's op, whose
-        // causal mask is aligned bottom-right for a KV cache.
-        let y = if q.is_autodiff() && k.dims()[2] == t {
-            causal_attention_train(q, k, v, scale)
+        // Without past keys (training, evaluation, a prompt's first pass) our fused op: flash
+        // attention on the GPU backends, memory linear in T. With a KV cache Burn's op, whose
+        // causal mask is aligned bottom-right.
+        let y = if k.dims()[2] == t {
+            causal_attention(q, k, v, scale, self.flash)
         } else {
             let options = AttentionModuleOptions {
                 scale: Some(scale),
@@ -225,34 +229,23 @@ impl CausalSelfAttention {
     }
 }
 
-/// Causal softmax attention for training, `softmax(q·kᵀ·scale + causal) · v`, as one op with a
-/// hand-written backward (`fused.rs`). Burn 0.22's autodiff has no attention op of its own: on an
-/// autodiff device `attention` is `attention_fallback`, ~12 tracked ops over `[B, nh, T, T]`
-/// (scale, mask, max, sub, exp, sum, div, ...), each with its own backward. This op keeps the
-/// softmax probabilities `P` and computes the gradients in closed form (four products and two
-/// elementwise passes over `[B, nh, T, T]`); see experiments/RESULTS.md (attempts).
+/// Causal softmax attention, `softmax(q·kᵀ·scale + causal) · v`, as one op with a hand-written
+/// backward (`fused.rs`). Burn 0.22's autodiff has no attention op of its own: on an autodiff
+/// device `attention` is `attention_fallback`, ~12 tracked ops over `[B, nh, T, T]` (scale,
+/// mask, max, sub, exp, sum, div, ...), each with its own backward. On flex this op keeps the
+/// probabilities `P` and computes the gradients in closed form (experiments/RESULTS.md,
+/// attempts); on the GPU backends with `flash` it is flash attention (`cube/attention.rs`): only
+/// `O` and the row log-sum-exp are kept, and `P` is recomputed block by block in the backward.
 ///
 /// # Shapes
 /// - `q`, `k`, `v`: `[B, nh, T, hd]` → `[B, nh, T, hd]`
-pub(crate) fn causal_attention_train(
-    q: Tensor<4>,
-    k: Tensor<4>,
-    v: Tensor<4>,
-    scale: f64,
-) -> Tensor<4> {
-    let [_, _, t, _] = q.dims();
-    let device = q.device();
-    let future = Tensor::<2, Bool>::tril_mask([t, t], 0, &device); // true above the diagonal
-    let bias = Tensor::<2>::zeros([t, t], &device)
-        .mask_fill(future, f32::NEG_INFINITY)
-        .cast(q.dtype())
-        .unsqueeze::<4>(); // (1, 1, T, T), constant
+pub fn causal_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, scale: f64, flash: bool) -> Tensor<4> {
     Tensor::from_dispatch(<Dispatch as FusedOps>::causal_attention(
         q.into_dispatch(),
         k.into_dispatch(),
         v.into_dispatch(),
-        bias.into_dispatch(),
         scale,
+        flash,
     ))
 }
 
@@ -311,6 +304,8 @@ pub struct Block {
     pub ln_2: LayerNorm,
     /// The MLP.
     pub mlp: Mlp,
+    #[module(skip)]
+    eps: f64,
 }
 
 impl Block {
@@ -330,6 +325,7 @@ impl Block {
             attn,
             ln_2,
             mlp,
+            eps: config.layer_norm_epsilon,
         }
     }
 
@@ -352,6 +348,7 @@ impl Block {
                 resid_dropout: dropout(),
                 n_head: config.n_head,
                 compute_dtype: config.compute_dtype,
+                flash: config.flash_attention,
             },
             ln_2,
             mlp: Mlp {
@@ -360,15 +357,37 @@ impl Block {
                 dropout: dropout(),
                 compute_dtype: config.compute_dtype,
             },
+            eps: config.layer_norm_epsilon,
         }
     }
 
     /// # Shapes
     /// - `x`: `[B, T, C]` → output `[B, T, C]`
     pub fn forward(&self, x: Tensor<3>, cache: Option<&mut LayerKv>) -> Tensor<3> {
-        let x = x.clone() + self.attn.forward(self.ln_1.forward(x), cache);
-        x.clone() + self.mlp.forward(self.ln_2.forward(x))
+        let x = x.clone() + self.attn.forward(layer_norm(&self.ln_1, x, self.eps), cache);
+        x.clone() + self.mlp.forward(layer_norm(&self.ln_2, x, self.eps))
     }
+}
+
+/// `ln(x)` as one op with a hand-written backward (`fused.rs`): Burn's LayerNorm under autodiff
+/// is some nine tracked ops (mean, subtract, square, mean, add, sqrt, divide, scale, shift), each
+/// a pass with its own backward; this is one kernel forward and two backward on the GPU backends
+/// (`cube/norm.rs`), f32 statistics.
+///
+/// # Shapes
+/// - `x`: `[.., C]` → the same
+pub fn layer_norm<const D: usize>(ln: &LayerNorm, x: Tensor<D>, eps: f64) -> Tensor<D> {
+    let beta = ln
+        .beta
+        .as_ref()
+        .expect("GPT-2's LayerNorms have a bias")
+        .val();
+    Tensor::from_dispatch(<Dispatch as FusedOps>::layer_norm(
+        x.into_dispatch(),
+        ln.gamma.val().into_dispatch(),
+        beta.into_dispatch(),
+        eps,
+    ))
 }
 
 /// The GPT-2 language model (HF's `GPT2LMHeadModel`): embeddings, `n_layer` blocks, `ln_f`, and
@@ -557,7 +576,7 @@ impl Gpt2 {
                 }
             }
         }
-        self.ln_f.forward(x)
+        layer_norm(&self.ln_f, x, self.config.layer_norm_epsilon)
     }
 
     /// The tied LM head: `x · wteᵀ`.
@@ -588,37 +607,86 @@ impl Gpt2 {
 
     /// Mean cross-entropy of the next-token predictions (the training loss), `[1]`. The same
     /// value as `loss(forward(tokens), targets)`, but the LM head and the loss are one op
-    /// ([`lm_head_loss`]), so the `[B, T, V]` logits are never returned or tracked.
+    /// ([`lm_head_loss`]) computed in row chunks, so the `[B, T, V]` logits never exist.
     ///
     /// # Shapes
     /// - `tokens`, `targets`: `[B, T]`, `T <= block_size`, targets `< vocab_size`
     pub fn forward_loss(&self, tokens: Tensor<2, Int>, targets: Tensor<2, Int>) -> Tensor<1> {
         let [b, t] = tokens.dims();
-        let h = self
-            .hidden(tokens, 0, None)
-            .reshape([b * t, self.config.n_embd]);
+        let chunk = self.lm_head_chunk_rows(&tokens.device());
+        let (h, wte) = self.head_inputs(self.hidden(tokens, 0, None));
+        lm_head_loss(h, wte, targets.reshape([b * t]), chunk)
+    }
+
+    /// For chosen positions of `tokens`, `−ln p(target)` and how far the target's logit is below
+    /// the largest (0 when the target is the greedy choice), without autodiff: `[M, 2]` f32, row
+    /// `k` for the flat position `rows[k] = b·T + i` (position `i` of sequence `b`) and its
+    /// `targets[k]`. Only those positions go through the LM head, in row chunks, so evaluation
+    /// never holds `[B, T, V]` logits nor pays the head for positions it does not score.
+    ///
+    /// # Shapes
+    /// - `tokens`: `[B, T]`, `T <= block_size`; `rows`, `targets`: `[M]`, rows `< B·T`, targets
+    ///   `< vocab_size`
+    pub fn forward_nll(
+        &self,
+        tokens: Tensor<2, Int>,
+        rows: Tensor<1, Int>,
+        targets: Tensor<1, Int>,
+    ) -> Tensor<2> {
+        let chunk = self.lm_head_chunk_rows(&tokens.device());
+        let [b, t] = tokens.dims();
+        let x = self.hidden(tokens, 0, None).reshape([b * t, self.config.n_embd]);
+        let x = x.select(0, rows).unsqueeze::<3>(); // (1, M, C)
+        let (h, wte) = self.head_inputs(x);
+        Tensor::from_dispatch(<Dispatch as FusedOps>::lm_head_nll(
+            h.without_autodiff().into_dispatch(),
+            wte.without_autodiff().into_dispatch(),
+            targets.without_autodiff().into_dispatch(),
+            chunk,
+        ))
+    }
+
+    /// Rows of the LM head per chunk on `device`: the config's `lm_head_chunk_rows`, or what
+    /// the device allows ([`crate::device::lm_head_chunk_rows`]).
+    pub fn lm_head_chunk_rows(&self, device: &Device) -> usize {
+        match self.config.lm_head_chunk_rows {
+            0 => crate::device::lm_head_chunk_rows(device, self.config.vocab_size),
+            rows => rows,
+        }
+    }
+
+    /// `ln_f`'s output as `[B·T, C]` and the tied head's weight, both in the compute dtype.
+    fn head_inputs(&self, x: Tensor<3>) -> (Tensor<2>, Tensor<2>) {
+        let [b, t, c] = x.dims();
+        let h = x.reshape([b * t, c]);
         let wte = self.wte.weight.val();
-        let (h, wte) = match self.config.compute_dtype.cast_dtype() {
+        match self.config.compute_dtype.cast_dtype() {
             None => (h, wte),
             Some(d) => (h.cast(d), wte.cast(d)),
-        };
-        lm_head_loss(h, wte, targets.reshape([b * t]))
+        }
     }
 }
 
 /// Mean cross-entropy (nats, f32) of the tied LM head `h·wteᵀ` against `targets`, as one op with
-/// a hand-written backward (`fused.rs`): the logits go straight into a row kernel (on flex the
-/// vectorised, in-place one of `kernels.rs`) that leaves `G = softmax − onehot(t)` in their
-/// buffer, and the backward takes `dh = G·wte`, `dwte = Gᵀ·h` (scaled by `1/N` on those small
-/// results). Matmuls run in the inputs' dtype, the softmax in f32.
+/// a hand-written backward (`fused.rs`), `chunk_rows` rows at a time (0: all at once): each
+/// chunk's logits go straight into a row kernel (on flex the vectorised, in-place one of
+/// `kernels.rs`) that leaves `G = softmax − onehot(t)` in their buffer, from which the chunk's
+/// `dh = G·wte` and its share of `dwte = Gᵀ·h` are taken before the next chunk; the backward
+/// scales them by `1/N`. Matmuls run in the inputs' dtype, the softmax in f32.
 ///
 /// # Shapes
 /// - `h`: `[N, C]`, `wte`: `[V, C]`, `targets`: `[N]` with ids `< V` → `[1]`
-pub fn lm_head_loss(h: Tensor<2>, wte: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
+pub fn lm_head_loss(
+    h: Tensor<2>,
+    wte: Tensor<2>,
+    targets: Tensor<1, Int>,
+    chunk_rows: usize,
+) -> Tensor<1> {
     Tensor::from_dispatch(<Dispatch as FusedOps>::lm_head_loss(
         h.into_dispatch(),
         wte.into_dispatch(),
         targets.into_dispatch(),
+        chunk_rows,
     ))
 }
 
@@ -668,19 +736,6 @@ pub fn cross_entropy(logits: Tensor<3>, targets: Tensor<2, Int>) -> Tensor<1> {
     surrogate.clone() - surrogate.detach() + nll
 }
 
-/// Per-token negative log-likelihood `-ln softmax(l)[t]` of each row of `logits`, without
-/// autodiff (evaluation). On flex one parallel, vectorised read of each row (`kernels.rs`);
-/// Burn's `log_softmax` is six unfused passes over `[N, V]`, one a scalar `exp`.
-///
-/// # Shapes
-/// - `logits`: `[N, V]`, `targets`: `[N]` with ids `< V` → output `[N]`
-pub fn token_nll(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
-    Tensor::from_dispatch(<Dispatch as FusedOps>::token_nll(
-        logits.without_autodiff().into_dispatch(),
-        targets.without_autodiff().into_dispatch(),
-    ))
-}
-
 /// `lse - l[t]` per row, with `lse = m - ln(max p)`: `m` the row max of `l`, `p = softmax(l)`.
 fn nll_from_softmax(l: Tensor<2>, p: Tensor<2>, targets: Tensor<2, Int>) -> Tensor<2> {
     let lse = l.clone().max_dim(1) - p.max_dim(1).log(); // (N, 1)
@@ -720,14 +775,14 @@ mod tests {
     /// The fused LM head + loss against the textbook composition (matmul, `log_softmax`,
     /// gather, mean) under autodiff: the loss and the gradients of `h` and `wte`, with an upstream
     /// gradient other than 1, for ordinary logits and for huge ones (target probabilities that
-    /// underflow f32).
+    /// underflow f32), unchunked and in chunks of 3, 4 and 1 rows (none divides N = 10 but 1).
     #[test]
     fn lm_head_loss_equals_the_composed_head_and_loss() {
         let device = Device::flex().autodiff();
         let (n, c, v) = (10, 6, 300);
         let targets: Vec<i64> = (0..n as i64).map(|i| (i * 61 + 7) % v as i64).collect();
         let targets = Tensor::<1, Int>::from_data(TensorData::new(targets, [n]), &device);
-        for scale in [1.0f32, 300.0] {
+        for (scale, chunk) in [(1.0f32, 0), (300.0, 0), (1.0, 3), (300.0, 4), (1.0, 1)] {
             let leaf = |rows: usize, salt: usize| {
                 let data: Vec<f32> = (0..rows * c)
                     .map(|i| (((i * 7919 + salt * 104_729) % 1013) as f32 / 1013.0 - 0.5) * scale)
@@ -737,7 +792,7 @@ mod tests {
             let run = |fused: bool| {
                 let (h, wte) = (leaf(n, 1), leaf(v, 2));
                 let loss = if fused {
-                    lm_head_loss(h.clone(), wte.clone(), targets.clone())
+                    lm_head_loss(h.clone(), wte.clone(), targets.clone(), chunk)
                 } else {
                     let logits = h.clone().matmul(wte.clone().transpose()).reshape([1, n, v]);
                     cross_entropy_reference(logits, targets.clone().reshape([1, n]))
@@ -747,15 +802,15 @@ mod tests {
                 (values(loss), g(&h), g(&wte))
             };
             let (a, b) = (run(true), run(false));
-            assert!(a.0[0].is_finite(), "{scale}: loss {}", a.0[0]);
+            assert!(a.0[0].is_finite(), "{scale}/{chunk}: loss {}", a.0[0]);
             let rel = (a.0[0] - b.0[0]).abs() / b.0[0].abs().max(1.0);
-            assert!(rel < 1e-5, "{scale}: loss {} vs {}", a.0[0], b.0[0]);
+            assert!(rel < 1e-5, "{scale}/{chunk}: loss {} vs {}", a.0[0], b.0[0]);
             for (name, x, y) in [("dh", &a.1, &b.1), ("dwte", &a.2, &b.2)] {
                 let top = y.iter().fold(0f32, |m, g| m.max(g.abs()));
                 let diff = max_diff(x, y);
                 assert!(
                     diff <= 1e-5 * top.max(1e-3),
-                    "{scale} {name}: max |diff| {diff}"
+                    "{scale}/{chunk} {name}: max |diff| {diff}"
                 );
             }
         }
@@ -782,7 +837,7 @@ mod tests {
         let run = |ours: bool| {
             let (q, k, v) = (leaf(1), leaf(2), leaf(3));
             let y = if ours {
-                causal_attention_train(q.clone(), k.clone(), v.clone(), scale)
+                causal_attention(q.clone(), k.clone(), v.clone(), scale, true)
             } else {
                 let options = AttentionModuleOptions {
                     scale: Some(scale),

@@ -10,7 +10,7 @@
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use crate::model::{causal_attention_train, gelu_tanh, lm_head_loss, token_nll};
+use crate::model::{causal_attention, gelu_tanh, lm_head_loss};
 use crate::testing::wgpu_or_skip;
 use crate::{Gpt2, Gpt2Config};
 
@@ -77,40 +77,47 @@ fn compare(name: &str, f: impl Fn(&Device) -> Vec<(&'static str, Vec<f32>)>) {
 
 #[test]
 fn lm_head_loss_on_wgpu_equals_flex_in_value_and_gradient() {
-    // V odd and not a multiple of any tile; logits large enough that the softmax saturates.
+    // V odd and not a multiple of any tile; logits large enough that the softmax saturates;
+    // chunks of 7 rows do not divide N = 24.
     let (n, c, v) = (24, 16, 5003);
-    compare("lm_head_loss", |device| {
-        let (h, wte) = (leaf([n, c], 1, 4.0, device), leaf([v, c], 2, 4.0, device));
-        let loss = lm_head_loss(h.clone(), wte.clone(), ids([n], v, device));
-        let grads = (loss.clone() * 3.0).backward();
-        vec![
-            ("loss", values(loss)),
-            ("dh", values(h.grad(&grads).expect("dh"))),
-            ("dwte", values(wte.grad(&grads).expect("dwte"))),
-        ]
-    });
+    for chunk in [0, 7] {
+        compare(&format!("lm_head_loss chunk {chunk}"), |device| {
+            let (h, wte) = (leaf([n, c], 1, 4.0, device), leaf([v, c], 2, 4.0, device));
+            let loss = lm_head_loss(h.clone(), wte.clone(), ids([n], v, device), chunk);
+            let grads = (loss.clone() * 3.0).backward();
+            vec![
+                ("loss", values(loss)),
+                ("dh", values(h.grad(&grads).expect("dh"))),
+                ("dwte", values(wte.grad(&grads).expect("dwte"))),
+            ]
+        });
+    }
 }
 
 #[test]
 fn training_attention_on_wgpu_equals_flex_in_value_and_gradient() {
     let shape = [2, 3, 37, 8]; // T = 37: partial tiles
-    compare("causal_attention", |device| {
-        let (q, k, v) = (
-            leaf(shape, 1, 3.0, device),
-            leaf(shape, 2, 3.0, device),
-            leaf(shape, 3, 3.0, device),
-        );
-        let w =
-            Tensor::<4>::from_data(TensorData::new(data(2 * 3 * 37 * 8, 9, 1.0), shape), device);
-        let y = causal_attention_train(q.clone(), k.clone(), v.clone(), 1.0 / 8f64.sqrt());
-        let grads = (y.clone() * w).sum().backward();
-        vec![
-            ("y", values(y)),
-            ("dq", values(q.grad(&grads).expect("dq"))),
-            ("dk", values(k.grad(&grads).expect("dk"))),
-            ("dv", values(v.grad(&grads).expect("dv"))),
-        ]
-    });
+    for flash in [true, false] {
+        compare(&format!("causal_attention flash={flash}"), |device| {
+            let (q, k, v) = (
+                leaf(shape, 1, 3.0, device),
+                leaf(shape, 2, 3.0, device),
+                leaf(shape, 3, 3.0, device),
+            );
+            let w = Tensor::<4>::from_data(
+                TensorData::new(data(2 * 3 * 37 * 8, 9, 1.0), shape),
+                device,
+            );
+            let y = causal_attention(q.clone(), k.clone(), v.clone(), 1.0 / 8f64.sqrt(), flash);
+            let grads = (y.clone() * w).sum().backward();
+            vec![
+                ("y", values(y)),
+                ("dq", values(q.grad(&grads).expect("dq"))),
+                ("dk", values(k.grad(&grads).expect("dk"))),
+                ("dv", values(v.grad(&grads).expect("dv"))),
+            ]
+        });
+    }
 }
 
 #[test]
@@ -129,12 +136,23 @@ fn gelu_on_wgpu_equals_flex_in_value_and_gradient() {
 }
 
 #[test]
-fn token_nll_on_wgpu_equals_flex() {
-    let (n, v) = (40, 5003);
-    compare("token_nll", |device| {
-        let logits = leaf([n, v], 6, 30.0, device);
-        vec![("nll", values(token_nll(logits, ids([n], v, device))))]
-    });
+fn lm_head_nll_on_wgpu_equals_flex() {
+    let (b, t) = (3, 20);
+    let config = Gpt2Config {
+        lm_head_chunk_rows: 7, // does not divide the 40 rows scored
+        ..Gpt2Config::preset("tiny").expect("preset")
+    };
+    let Some(wgpu) = wgpu_or_skip("lm_head_nll") else {
+        return;
+    };
+    let run = |device: &Device| {
+        let model = Gpt2::new(&config, device, 3).expect("model");
+        let rows: Vec<i64> = (0..(b * t) as i64).filter(|r| r % 3 != 1).collect();
+        let m = rows.len();
+        let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [m]), device);
+        values(model.forward_nll(ids([b, t], 50257, device), rows, ids([m], 50221, device)))
+    };
+    assert_close("forward_nll", &run(&wgpu), &run(&Device::flex()));
 }
 
 /// Every parameter's gradient, in visiting order.
@@ -188,5 +206,262 @@ fn tiny_model_gradients_on_wgpu_equal_flex() {
         assert!(a.iter().all(|x| x.is_finite()), "{name}: non-finite");
         let e = rel_err(a, b);
         assert!(e <= 1e-4, "d{name}: relative error {e:e}");
+    }
+}
+
+/// Flash attention's kernels (`cube/attention.rs`) against the composed attention (the
+/// `RowKernels` defaults: `P` materialised, Burn's softmax) on the same wgpu device: `O` and
+/// `dq`, `dk`, `dv` for a non-uniform `dO`, over sequence lengths around the block sizes (1, a
+/// block minus one, a block, a block plus one, 67, 128, and 1024 with one head), head sizes 16
+/// and 64, with the shared memory the adapter reports and with WebGPU's default 16 KiB (smaller
+/// blocks, more of them). f32 within 1e-5 relative; f16 inputs within 1e-2 of the f32 result.
+#[test]
+fn flash_attention_kernels_equal_the_composed_attention() {
+    use crate::cube::attention;
+    use crate::row_kernels::{composed_attention_backward, composed_attention_forward};
+    use burn::backend::ops::FloatTensorOps;
+    use burn::backend::{Cube, DispatchDevice};
+    use burn::tensor::{DType, FloatDType};
+    use burn_cubecl::tensor::CubeTensor;
+
+    let Some(wgpu) = wgpu_or_skip("flash_attention_kernels") else {
+        return;
+    };
+    let DispatchDevice::Cube(device) = wgpu.as_dispatch().clone() else {
+        panic!("a wgpu device is a Cube device");
+    };
+    let tensor = |shape: [usize; 4], salt: usize, dtype: DType| -> CubeTensor {
+        let n = shape.iter().product();
+        let t = Cube::float_from_data(TensorData::new(data(n, salt, 3.0), shape), &device);
+        match dtype {
+            DType::F32 => t,
+            _ => Cube::float_cast(t, FloatDType::from(dtype)),
+        }
+    };
+    let read = |t: CubeTensor| -> Vec<f32> {
+        burn::tensor::try_read_sync(Cube::float_into_data(t))
+            .expect("sync read")
+            .expect("read back")
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .expect("f32")
+    };
+    let mut cases: Vec<[usize; 4]> = Vec::new();
+    for hd in [16, 64] {
+        for t in [1, 15, 16, 17, 67, 128] {
+            cases.push([2, 3, t, hd]);
+        }
+        cases.push([1, 1, 1024, hd]);
+    }
+    for shape in cases {
+        let scale = 1.0 / (shape[3] as f64).sqrt();
+        let f32_inputs = [1, 2, 3, 4].map(|salt| tensor(shape, salt, DType::F32));
+        let [q, k, v, d_o] = f32_inputs.clone();
+        let (o, p) = composed_attention_forward::<Cube>(q.clone(), k.clone(), v.clone(), scale);
+        let (dq, dk, dv) =
+            composed_attention_backward::<Cube>(q, k, v, o.clone(), p, d_o, scale);
+        let want = [o, dq, dk, dv].map(read);
+        for (dtype, tol) in [(DType::F32, 1e-5f32), (DType::F16, 1e-2)] {
+            for cap in [None, Some(16 * 1024)] {
+                let [q, k, v, d_o] = [1, 2, 3, 4].map(|salt| tensor(shape, salt, dtype));
+                let (o, saved) = attention::forward(q, k, v, scale, cap);
+                let (dq, dk, dv) = attention::backward(saved, d_o, cap);
+                let got = [o, dq, dk, dv].map(read);
+                for (name, (a, b)) in ["O", "dq", "dk", "dv"].iter().zip(got.iter().zip(&want)) {
+                    let what = format!("{name} {shape:?} {dtype:?} shared {cap:?}");
+                    assert!(a.iter().all(|x| x.is_finite()), "{what}: non-finite");
+                    // Relative to the reference's largest value, floored at 1: the inputs and
+                    // the terms of dS = P ⊙ (dP − D) are O(1), and at T = 1 the exact dq and dk
+                    // are 0 (a softmax over one key has no gradient), where the composed form
+                    // leaves ~3e-7 of rounding from that cancellation.
+                    let diff = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+                    let top = b.iter().fold(0f32, |m, y| m.max(y.abs())).max(1.0);
+                    let e = diff / top;
+                    assert!(e <= tol, "{what}: relative error {e:e} > {tol:e}");
+                }
+            }
+        }
+    }
+}
+
+
+/// The CubeCL device behind the wgpu test device, and helpers to move data in and out of it.
+mod cube_io {
+    use burn::backend::ops::FloatTensorOps;
+    use burn::backend::{Cube, DispatchDevice};
+    use burn::tensor::{DType, Device, FloatDType, TensorData};
+    use burn_cubecl::tensor::CubeTensor;
+
+    pub fn device(wgpu: &Device) -> burn_cubecl::CubeDevice {
+        match wgpu.as_dispatch() {
+            DispatchDevice::Cube(d) => d.clone(),
+            _ => panic!("a wgpu device is a Cube device"),
+        }
+    }
+
+    pub fn tensor<const D: usize>(
+        values: Vec<f32>,
+        shape: [usize; D],
+        dtype: DType,
+        device: &burn_cubecl::CubeDevice,
+    ) -> CubeTensor {
+        let t = Cube::float_from_data(TensorData::new(values, shape), device);
+        match dtype {
+            DType::F32 => t,
+            _ => Cube::float_cast(t, FloatDType::from(dtype)),
+        }
+    }
+
+    pub fn read(t: CubeTensor) -> Vec<f32> {
+        burn::tensor::try_read_sync(Cube::float_into_data(t))
+            .expect("sync read")
+            .expect("read back")
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .expect("f32")
+    }
+
+    pub fn ints(values: Vec<i64>, device: &burn_cubecl::CubeDevice) -> CubeTensor {
+        use burn::backend::ops::IntTensorOps;
+        let n = values.len();
+        Cube::int_from_data(TensorData::new(values, [n]), device)
+    }
+}
+
+/// `max|a − b| / max(max|b|, floor)`.
+fn rel_err_floor(a: &[f32], b: &[f32], floor: f32) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let diff = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+    diff / b.iter().fold(0f32, |m, y| m.max(y.abs())).max(floor)
+}
+
+/// LayerNorm's kernels (`cube/norm.rs`) against the composed form, value and the three
+/// gradients, with row lengths that are not multiples of the 128 units per row (130, 50) and
+/// more rows than one chunk of the parameter-gradient sums (4,096), in f32 (LayerNorm's only
+/// dtype).
+#[test]
+fn layer_norm_kernels_equal_the_composed_layer_norm() {
+    use crate::cube::norm;
+    use crate::row_kernels::{composed_layer_norm_backward, composed_layer_norm_forward};
+    use burn::backend::Cube;
+    use burn::tensor::DType;
+    let Some(wgpu) = wgpu_or_skip("layer_norm kernels") else {
+        return;
+    };
+    let device = cube_io::device(&wgpu);
+    for (n, c) in [(7, 130), (4100, 50), (3, 768)] {
+        let t = |v: Vec<f32>, shape: &[usize]| match shape.len() {
+            1 => cube_io::tensor(v, [shape[0]], DType::F32, &device),
+            _ => cube_io::tensor(v, [shape[0], shape[1]], DType::F32, &device),
+        };
+        let x = || t(data(n * c, 1, 6.0), &[n, c]);
+        let gamma = || t(data(c, 2, 2.0).iter().map(|g| g + 1.0).collect(), &[c]);
+        let beta = || t(data(c, 3, 1.0), &[c]);
+        let dy = || t(data(n * c, 4, 2.0), &[n, c]);
+        let (y, stats) = norm::forward(x(), gamma(), beta(), 1e-5);
+        let (dx, dg, db) = norm::backward(x(), gamma(), stats, dy());
+        let (y0, stats0) = composed_layer_norm_forward::<Cube>(x(), gamma(), beta(), 1e-5);
+        let (dx0, dg0, db0) = composed_layer_norm_backward::<Cube>(x(), gamma(), stats0, dy());
+        for (name, a, b) in [("y", y, y0), ("dx", dx, dx0), ("dgamma", dg, dg0), ("dbeta", db, db0)] {
+            let (a, b) = (cube_io::read(a), cube_io::read(b));
+            assert!(a.iter().all(|x| x.is_finite()), "{name} [{n}, {c}]: non-finite");
+            let e = rel_err_floor(&a, &b, 1.0);
+            assert!(e <= REL, "{name} [{n}, {c}]: relative error {e:e}");
+        }
+    }
+}
+
+/// GELU's kernels (`cube/rows.rs`) against the composed form: f32 within 1e-5, f16 inputs
+/// within 1e-2 of the f32 result; a length that is not a multiple of the 256 units per cube.
+#[test]
+fn gelu_kernels_equal_the_composed_gelu_in_f32_and_f16() {
+    use crate::cube::rows;
+    use crate::row_kernels::{composed_gelu, composed_gelu_backward};
+    use burn::backend::Cube;
+    use burn::tensor::DType;
+    let Some(wgpu) = wgpu_or_skip("gelu kernels") else {
+        return;
+    };
+    let device = cube_io::device(&wgpu);
+    let n = 3 * 17 * 67;
+    let t = |salt, scale, dtype| cube_io::tensor(data(n, salt, scale), [n], dtype, &device);
+    let want_y = cube_io::read(composed_gelu::<Cube>(t(1, 12.0, DType::F32)));
+    let want_dx = cube_io::read(composed_gelu_backward::<Cube>(
+        t(1, 12.0, DType::F32),
+        t(2, 2.0, DType::F32),
+    ));
+    for (dtype, tol) in [(DType::F32, REL), (DType::F16, 1e-2)] {
+        let y = cube_io::read(rows::gelu(t(1, 12.0, dtype)));
+        let dx = cube_io::read(rows::gelu_backward(t(1, 12.0, dtype), t(2, 2.0, dtype)));
+        for (name, a, b) in [("y", &y, &want_y), ("dx", &dx, &want_dx)] {
+            let e = rel_err_floor(a, b, 1e-12);
+            assert!(e <= tol, "gelu {name} {dtype:?}: relative error {e:e}");
+        }
+    }
+}
+
+/// The loss-row kernels (`cube/rows.rs`) against the composed forms: the mean loss and
+/// `softmax − onehot`, and evaluation's (NLL, greedy gap) rows, for a vocabulary that is not a
+/// multiple of the 256 units per row and logits large enough to saturate the softmax.
+#[test]
+fn loss_row_kernels_equal_the_composed_rows() {
+    use crate::cube::rows;
+    use crate::row_kernels::{composed_softmax_xent, composed_token_nll};
+    use burn::backend::Cube;
+    use burn::tensor::DType;
+    let Some(wgpu) = wgpu_or_skip("loss row kernels") else {
+        return;
+    };
+    let device = cube_io::device(&wgpu);
+    let (n, v) = (37, 5003);
+    let logits = || cube_io::tensor(data(n * v, 6, 40.0), [n, v], DType::F32, &device);
+    let targets = || cube_io::ints((0..n as i64).map(|i| (i * 61 + 7) % v as i64).collect(), &device);
+    let (loss, g) = rows::softmax_xent(logits(), targets());
+    let (loss0, g0) = composed_softmax_xent::<Cube>(logits(), targets());
+    let e = rel_err_floor(&cube_io::read(loss), &cube_io::read(loss0), 1e-12);
+    assert!(e <= REL, "loss: relative error {e:e}");
+    let e = rel_err_floor(&cube_io::read(g), &cube_io::read(g0), 1e-12);
+    assert!(e <= REL, "softmax − onehot: relative error {e:e}");
+    let rows_out = cube_io::read(rows::token_nll(logits(), targets()));
+    let rows0 = cube_io::read(composed_token_nll::<Cube>(logits(), targets()));
+    let e = rel_err_floor(&rows_out, &rows0, 1e-12);
+    assert!(e <= REL, "token nll rows: relative error {e:e}");
+}
+
+/// The AdamW kernel (`cube/adamw.rs`) against the composed update (the formula the trainer
+/// has always run) over 30 steps on the same gradients, with weight decay and a clipping
+/// factor: weights and both moments within 1e-6 relative.
+#[test]
+fn adamw_kernel_equals_the_composed_update_over_30_steps() {
+    use crate::cube::adamw;
+    use crate::row_kernels::{composed_adamw, AdamWHyper};
+    use burn::backend::Cube;
+    use burn::tensor::DType;
+    let Some(wgpu) = wgpu_or_skip("adamw kernel") else {
+        return;
+    };
+    let device = cube_io::device(&wgpu);
+    let n = 10_007;
+    let t = |v: Vec<f32>| cube_io::tensor(v, [n], DType::F32, &device);
+    let init = || (t(data(n, 1, 0.2)), t(vec![0.0; n]), t(vec![0.0; n]));
+    let (mut p, mut m, mut v) = init();
+    let (mut p0, mut m0, mut v0) = init();
+    for step in 1..=30u64 {
+        let h = AdamWHyper {
+            lr: 6e-4,
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            decay: 6e-4 * 0.1,
+            grad_scale: 0.7,
+            step,
+        };
+        let g = || t(data(n, 10 + step as usize, 0.05));
+        (p, m, v) = adamw::step(p, g(), m, v, &h);
+        (p0, m0, v0) = composed_adamw::<Cube>(p0, g(), m0, v0, &h);
+    }
+    for (name, a, b) in [("weights", p, p0), ("exp_avg", m, m0), ("exp_avg_sq", v, v0)] {
+        let e = rel_err_floor(&cube_io::read(a), &cube_io::read(b), 1e-30);
+        assert!(e <= 1e-6, "{name}: relative error {e:e}");
     }
 }

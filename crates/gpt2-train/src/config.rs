@@ -67,6 +67,10 @@ pub struct OptimizerConfig {
     /// Clip the global L2 norm of all gradients to this (GPT-3: 1.0); 0 disables.
     #[serde(default = "clip")]
     pub grad_clip: f64,
+    /// The update as one fused op per parameter tensor (a CubeCL kernel on CUDA/wgpu), or, with
+    /// `false`, composed of the backend's elementwise ops (the reference; same formula).
+    #[serde(default = "yes")]
+    pub fused: bool,
 }
 
 fn beta1() -> f64 {
@@ -107,6 +111,27 @@ pub struct DeviceConfig {
     /// sharing it: how CI runs two data-parallel ranks without two GPUs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub wgpu_devices: Vec<String>,
+    /// The memory one device may use, in GB (10⁹ bytes), for the plan's estimate (`--dry-run`
+    /// says whether the step fits). Default: the device's own size where its runtime states it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_gb: Option<f64>,
+    /// Rows of the LM head computed at once: at most this many × 50,257 f32 logits exist at any
+    /// moment. Default: from the device (wgpu: what fits its largest buffer; otherwise 256 MiB
+    /// of logits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lm_head_chunk_rows: Option<usize>,
+    /// Flash attention on CUDA/wgpu (memory linear in the context); `false` uses the composed
+    /// attention, which stores `[B, nh, T, T]` probabilities per layer (a fallback).
+    #[serde(default = "yes")]
+    pub flash_attention: bool,
+    /// Data parallel: the gradients are averaged over the devices in buckets of this many MB
+    /// (10⁶ bytes) of the flattened f32 gradients, one reduction each (PyTorch DDP: 25).
+    #[serde(default = "bucket_mb")]
+    pub bucket_mb: f64,
+}
+
+fn bucket_mb() -> f64 {
+    crate::parallel::DEFAULT_BUCKET_MB
 }
 
 fn flex() -> String {
@@ -119,6 +144,10 @@ impl Default for DeviceConfig {
             kind: flex(),
             ids: vec![],
             wgpu_devices: vec![],
+            memory_gb: None,
+            lm_head_chunk_rows: None,
+            flash_attention: true,
+            bucket_mb: bucket_mb(),
         }
     }
 }
@@ -130,6 +159,11 @@ pub struct EvalConfig {
     pub interval: u64,
     /// Tokens of the held-out split per evaluation.
     pub tokens: u64,
+    /// Zero-shot tasks scored at the same steps (llm.c scores HellaSwag during training), e.g.
+    /// `[{task: hellaswag, data: hellaswag_val.jsonl, limit: 500}]`; each adds a row to
+    /// metrics.jsonl and a line to the plot.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<crate::tasks::TaskSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -372,8 +406,29 @@ impl TrainConfig {
                 self.loss_scale.init, self.loss_scale.growth_interval
             ));
         }
+        for t in &self.eval.tasks {
+            if let Err(e) = crate::tasks::Task::parse(&t.task) {
+                p.push(format!("eval.tasks: {e}"));
+            }
+            if !t.data.is_file() {
+                p.push(format!(
+                    "eval.tasks: {} data {} is not a file",
+                    t.task,
+                    t.data.display()
+                ));
+            }
+        }
         if self.log_interval == 0 {
             p.push("log_interval must be positive".into());
+        }
+        if let Some(gb) = self.device.memory_gb.filter(|g| !(*g > 0.0)) {
+            p.push(format!("device.memory_gb {gb} must be positive"));
+        }
+        if !(self.device.bucket_mb > 0.0) {
+            p.push(format!("device.bucket_mb {} must be positive", self.device.bucket_mb));
+        }
+        if self.device.lm_head_chunk_rows == Some(0) {
+            p.push("device.lm_head_chunk_rows must be positive (leave it out for the device's default)".into());
         }
         if !self.device.wgpu_devices.is_empty() && self.device.kind != "wgpu" {
             p.push(format!(
@@ -423,6 +478,8 @@ impl TrainConfig {
             });
         };
         model.compute_dtype = self.precision;
+        model.lm_head_chunk_rows = self.device.lm_head_chunk_rows.unwrap_or(0);
+        model.flash_attention = self.device.flash_attention;
         let flops_per_token = model.flops_per_token(b.seq_len);
         Ok(TrainPlan {
             num_params: model.num_params(),

@@ -184,12 +184,23 @@ pub fn cuda_device(id: usize) -> Result<Device> {
 }
 
 /// The wgpu devices this machine has, in a stable order: each adapter wgpu finds on the graphics
-/// API it settles on (Vulkan on Linux, Metal on macOS, DX12 on Windows), GPUs first.
+/// API it settles on (Vulkan on Linux, Metal on macOS, DX12 on Windows), GPUs first. None where
+/// wgpu would settle on OpenGL (a machine without a Vulkan driver): two devices or f16 fail inside
+/// wgpu's EGL layer there, so it is reported as missing, with the driver to install.
 #[cfg(feature = "wgpu")]
 pub fn wgpu_devices() -> Vec<Device> {
+    if gl_only() {
+        return Vec::new();
+    }
     Device::enumerate(burn::tensor::DeviceType::Wgpu)
         .into_iter()
         .collect()
+}
+
+/// Whether wgpu's only graphics API here is OpenGL.
+#[cfg(feature = "wgpu")]
+fn gl_only() -> bool {
+    gpt2_model::device::wgpu_graphics_api().as_deref() == Some("Gl")
 }
 
 /// wgpu device `id` (an index into [`wgpu_devices`]), after checking that it exists.
@@ -207,9 +218,17 @@ pub fn wgpu_device(id: usize) -> Result<Device> {
 }
 
 fn wgpu_missing(requested: &str, found: usize) -> TrainError {
+    #[cfg(feature = "wgpu")]
+    let gl = if gl_only() {
+        " (wgpu found only OpenGL, which is not supported: no Vulkan, Metal or DX12 driver)"
+    } else {
+        ""
+    };
+    #[cfg(not(feature = "wgpu"))]
+    let gl = "";
     TrainError::Device {
         requested: requested.into(),
-        message: format!("{found} wgpu adapter(s) found"),
+        message: format!("{found} wgpu adapter(s) found{gl}"),
         hint:
             "install a Vulkan driver: your GPU vendor's, or Mesa's software one for testing \
                (Debian/Ubuntu: apt-get install mesa-vulkan-drivers libvulkan1; `vulkaninfo \

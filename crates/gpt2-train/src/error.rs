@@ -40,6 +40,15 @@ pub enum TrainError {
         hint: String,
     },
 
+    /// An evaluation task's input file that does not hold what the task reads.
+    #[error("{}{}: {message}", path.display(), line.map(|l| format!(", line {l}")).unwrap_or_default())]
+    EvalData {
+        path: PathBuf,
+        /// 1-based, where the problem is on one line.
+        line: Option<usize>,
+        message: String,
+    },
+
     /// Loss or gradient norm became NaN/Inf under `nan_policy: stop`.
     #[error("step {step}: {what} is {value}; stopping (nan_policy: stop). The last checkpoint is intact.\nHINT: lower the learning rate, check the data, or set `nan_policy: skip` to skip such updates")]
     NonFinite {

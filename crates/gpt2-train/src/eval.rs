@@ -31,7 +31,7 @@ use burn::module::Module;
 use burn::tensor::{Int, Tensor, TensorData};
 use burn_train::metric::{LossInput, LossMetric, Metric, MetricMetadata, Numeric};
 use gpt2_data::ShardReader;
-use gpt2_model::{token_nll, Gpt2};
+use gpt2_model::Gpt2;
 use serde::Serialize;
 
 use crate::error::{Result, TrainError};
@@ -43,7 +43,8 @@ pub struct EvalOptions {
     pub context: Option<usize>,
     /// Window step (`None`: the context, i.e. disjoint windows). Must be in `1..=context`.
     pub stride: Option<usize>,
-    /// Windows per forward pass. Memory is about `batch × context × vocab × 4` bytes of logits.
+    /// Windows per forward pass. The LM head runs in row chunks (the model's
+    /// `lm_head_chunk_rows`), so the logits never take more than one chunk's memory.
     pub batch: usize,
     /// Stop after this many predicted tokens over all shards (`None`: every token).
     pub max_tokens: Option<u64>,
@@ -268,7 +269,7 @@ fn progress_bar(total: u64, progress: bool) -> Option<indicatif::ProgressBar> {
 }
 
 /// Sum of NLL (nats) over the first `n_pred` predictions of one shard. The per-token NLLs come
-/// from `gpt2_model::token_nll` (fused softmax); burn-train's `LossMetric` keeps their running
+/// from `Gpt2::forward_nll` (the LM head in row chunks, fused softmax); burn-train's `LossMetric` keeps their running
 /// token-weighted mean, so the sum is that mean times `n_pred`.
 fn shard_nll(
     model: &Gpt2,
@@ -339,7 +340,8 @@ fn batch_nll(model: &Gpt2, r: &ShardReader, ws: &[Window]) -> Result<Tensor<1>> 
     let mut row = vec![0u32; len + 1];
     let mut x = Vec::with_capacity(b * len);
     let mut y = Vec::with_capacity(b * count);
-    for w in ws {
+    let mut rows = Vec::with_capacity(b * count);
+    for (wi, w) in ws.iter().enumerate() {
         r.read_into(w.begin, &mut row);
         if let Some(&bad) = row.iter().find(|&&t| t as usize >= vocab) {
             return Err(TrainError::Checkpoint {
@@ -351,14 +353,17 @@ fn batch_nll(model: &Gpt2, r: &ShardReader, ws: &[Window]) -> Result<Tensor<1>> 
                 hint: "evaluate shards made with the model's tokenizer".into(),
             });
         }
+        rows.extend((len - count..len).map(|i| (wi * len + i) as i64));
         x.extend(row[..len].iter().map(|&t| t as i64));
         y.extend(row[len + 1 - count..].iter().map(|&t| t as i64));
     }
     let device = model.device();
     let x = Tensor::<2, Int>::from_data(TensorData::new(x, [b, len]), &device);
+    let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [b * count]), &device);
     let y = Tensor::<1, Int>::from_data(TensorData::new(y, [b * count]), &device);
-    let logits = model.forward(x).narrow(1, len - count, count); // (B, count, V)
-    Ok(token_nll(logits.reshape([b * count, vocab]), y))
+    // (B·count, 2): the NLL and the greedy gap of each scored position; the head runs in row
+    // chunks on the scored positions only, so no [B, len, V] logits exist.
+    Ok(model.forward_nll(x, rows, y).narrow(1, 0, 1).reshape([b * count]))
 }
 
 /// UTF-8 bytes of the text whose tokens were the targets `1..=n_pred` of a shard.

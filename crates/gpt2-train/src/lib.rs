@@ -12,10 +12,12 @@ pub mod device;
 pub mod error;
 pub mod eval;
 pub mod infer;
+pub mod memory;
 pub mod metrics;
 pub mod optim;
 pub mod parallel;
 pub mod schedule;
+pub mod tasks;
 pub mod train;
 
 pub use config::{TrainConfig, TrainPlan};

@@ -1,6 +1,7 @@
 //! `metrics.jsonl` (one JSON object per logged step or evaluation) and `loss.svg`, a plot of
 //! train and val loss redrawn at every evaluation and at the end. Plain SVG, no plotting crate.
 
+use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -13,8 +14,14 @@ use crate::error::{IoContext, Result};
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Record {
     pub step: u64,
-    /// "train" or "val".
+    /// "train", "val", or an evaluation task's name (`hellaswag`, `lambada`, …).
     pub kind: String,
+    /// Mean loss (nats) of a train or val row; absent (NaN here) on a task's row.
+    #[serde(
+        default = "nan",
+        deserialize_with = "null_as_nan",
+        skip_serializing_if = "is_nan"
+    )]
     pub loss: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lr: Option<f64>,
@@ -27,6 +34,51 @@ pub struct Record {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mfu: Option<f64>,
     pub tokens_seen: u64,
+    /// Peak memory of the step in MB (10⁶ bytes), see `mem_peak_kind`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem_peak_mb: Option<f64>,
+    /// What `mem_peak_mb` measures: `"device"` (CUDA/wgpu: the most memory the device's pools
+    /// held at once, since the run started) or `"rss"` (flex: the process's peak resident set
+    /// during the step, the model and everything else in the process included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem_peak_kind: Option<String>,
+    /// A task's metrics (`acc`, `acc_norm`, `ppl`, `word_perplexity`, …) and its example count
+    /// `n`, as top-level keys of the row.
+    #[serde(flatten, default)]
+    pub scores: BTreeMap<String, f64>,
+}
+
+impl Record {
+    /// A train or val row with nothing else set.
+    pub fn loss(step: u64, kind: &str, loss: f64, tokens_seen: u64) -> Self {
+        Self {
+            step,
+            kind: kind.into(),
+            loss,
+            lr: None,
+            grad_norm: None,
+            ms_per_step: None,
+            tokens_per_sec: None,
+            mfu: None,
+            tokens_seen,
+            mem_peak_mb: None,
+            mem_peak_kind: None,
+            scores: BTreeMap::new(),
+        }
+    }
+}
+
+fn nan() -> f64 {
+    f64::NAN
+}
+
+fn is_nan(x: &f64) -> bool {
+    x.is_nan()
+}
+
+/// JSON has no NaN (serde_json writes `null`): read `null` back as NaN.
+fn null_as_nan<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 pub struct MetricsLog {
@@ -78,59 +130,103 @@ pub fn read(path: &Path) -> Result<Vec<Record>> {
         .collect())
 }
 
-/// Draw train (blue) and val (orange) loss against step into an SVG file.
+/// Draw train (blue) and val (orange) loss against step into an SVG file and, when the run
+/// evaluates tasks during training (`eval.tasks`), their accuracies in a panel below.
 pub fn plot(records: &[Record], out: &Path) -> Result<()> {
-    let (w, h, pad) = (720.0, 420.0, 50.0);
-    let pts = |kind: &str| {
+    let series = |kind: &str, key: Option<&str>| -> Vec<(f64, f64)> {
         records
             .iter()
-            .filter(|r| r.kind == kind && r.loss.is_finite())
-            .map(|r| (r.step as f64, r.loss))
-            .collect::<Vec<_>>()
+            .filter(|r| r.kind == kind)
+            .filter_map(|r| {
+                let y = match key {
+                    None => r.loss,
+                    Some(k) => *r.scores.get(k)?,
+                };
+                y.is_finite().then_some((r.step as f64, y))
+            })
+            .collect()
     };
-    let (train, val) = (pts("train"), pts("val"));
-    let all: Vec<&(f64, f64)> = train.iter().chain(&val).collect();
+    let loss = vec![
+        ("train loss".to_string(), series("train", None)),
+        ("val loss".to_string(), series("val", None)),
+    ];
+    let mut tasks: Vec<String> = records
+        .iter()
+        .filter(|r| !matches!(r.kind.as_str(), "train" | "val"))
+        .map(|r| r.kind.clone())
+        .collect();
+    tasks.sort();
+    tasks.dedup();
+    let acc: Vec<(String, Vec<(f64, f64)>)> = tasks
+        .iter()
+        .flat_map(|t| {
+            ["acc", "acc_norm"]
+                .into_iter()
+                .map(move |k| (format!("{t} {k}"), series(t, Some(k))))
+        })
+        .filter(|(_, pts)| !pts.is_empty())
+        .collect();
+    let w = 720.0;
+    let h = if acc.is_empty() { 420.0 } else { 700.0 };
     let mut svg = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n");
-    if !all.is_empty() {
-        let (x0, x1) = (
-            all.iter().map(|p| p.0).fold(f64::INFINITY, f64::min),
-            all.iter().map(|p| p.0).fold(f64::NEG_INFINITY, f64::max),
-        );
-        let (y0, y1) = (
-            all.iter().map(|p| p.1).fold(f64::INFINITY, f64::min),
-            all.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max),
-        );
-        let (x1, y1) = (
-            if x1 > x0 { x1 } else { x0 + 1.0 },
-            if y1 > y0 { y1 } else { y0 + 1.0 },
-        );
-        let sx = |x: f64| pad + (x - x0) / (x1 - x0) * (w - 2.0 * pad);
-        let sy = |y: f64| h - pad - (y - y0) / (y1 - y0) * (h - 2.0 * pad);
+    svg += &panel(&loss, (0.0, 0.0, w, 420.0));
+    if !acc.is_empty() {
+        svg += &panel(&acc, (0.0, 420.0, w, 280.0));
+    }
+    svg += "</svg>\n";
+    let tmp = out.with_extension("svg.tmp");
+    fs::write(&tmp, svg).at(&tmp)?;
+    fs::rename(&tmp, out).at(out)
+}
+
+/// One panel of the plot: `series` (name, points) against step in the box `(x, y, w, h)`.
+fn panel(series: &[(String, Vec<(f64, f64)>)], (ox, oy, w, h): (f64, f64, f64, f64)) -> String {
+    const COLORS: [&str; 6] = [
+        "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
+    ];
+    let pad = 50.0;
+    let all: Vec<&(f64, f64)> = series.iter().flat_map(|s| &s.1).collect();
+    let mut svg = String::new();
+    if all.is_empty() {
+        return svg;
+    }
+    let (x0, x1) = (
+        all.iter().map(|p| p.0).fold(f64::INFINITY, f64::min),
+        all.iter().map(|p| p.0).fold(f64::NEG_INFINITY, f64::max),
+    );
+    let (y0, y1) = (
+        all.iter().map(|p| p.1).fold(f64::INFINITY, f64::min),
+        all.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max),
+    );
+    let (x1, y1) = (
+        if x1 > x0 { x1 } else { x0 + 1.0 },
+        if y1 > y0 { y1 } else { y0 + 1.0 },
+    );
+    let sx = |x: f64| ox + pad + (x - x0) / (x1 - x0) * (w - 2.0 * pad);
+    let sy = |y: f64| oy + h - pad - (y - y0) / (y1 - y0) * (h - 2.0 * pad);
+    let (left, bottom) = (ox + pad, oy + h - pad);
+    svg += &format!(
+        "<line x1=\"{left}\" y1=\"{bottom}\" x2=\"{}\" y2=\"{bottom}\" stroke=\"black\"/>\n",
+        ox + w - pad
+    );
+    svg += &format!(
+        "<line x1=\"{left}\" y1=\"{}\" x2=\"{left}\" y2=\"{bottom}\" stroke=\"black\"/>\n",
+        oy + pad
+    );
+    for i in 0..=4 {
+        let y = y0 + (y1 - y0) * i as f64 / 4.0;
+        let x = x0 + (x1 - x0) * i as f64 / 4.0;
+        svg += &format!("<text x=\"{}\" y=\"{:.1}\">{y:.3}</text>\n", ox + 5.0, sy(y) + 4.0);
         svg += &format!(
-            "<line x1=\"{pad}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n",
-            h - pad,
-            w - pad,
-            h - pad
+            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{x:.0}</text>\n",
+            sx(x),
+            bottom + 18.0
         );
-        svg += &format!(
-            "<line x1=\"{pad}\" y1=\"{pad}\" x2=\"{pad}\" y2=\"{}\" stroke=\"black\"/>\n",
-            h - pad
-        );
-        for i in 0..=4 {
-            let y = y0 + (y1 - y0) * i as f64 / 4.0;
-            let x = x0 + (x1 - x0) * i as f64 / 4.0;
-            svg += &format!("<text x=\"5\" y=\"{:.1}\">{y:.3}</text>\n", sy(y) + 4.0);
-            svg += &format!(
-                "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{x:.0}</text>\n",
-                sx(x),
-                h - pad + 18.0
-            );
-        }
-        for (series, color) in [(&train, "#1f77b4"), (&val, "#ff7f0e")] {
-            if series.is_empty() {
-                continue;
-            }
-            let path: Vec<String> = series
+    }
+    let mut legend_x = ox + 70.0;
+    for ((name, pts), color) in series.iter().zip(COLORS.iter().cycle()) {
+        if !pts.is_empty() {
+            let path: Vec<String> = pts
                 .iter()
                 .map(|(x, y)| format!("{:.1},{:.1}", sx(*x), sy(*y)))
                 .collect();
@@ -138,7 +234,7 @@ pub fn plot(records: &[Record], out: &Path) -> Result<()> {
                 "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"1.5\" points=\"{}\"/>\n",
                 path.join(" ")
             );
-            for (x, y) in series.iter().filter(|_| series.len() < 100) {
+            for (x, y) in pts.iter().filter(|_| pts.len() < 100) {
                 svg += &format!(
                     "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"2\" fill=\"{color}\"/>\n",
                     sx(*x),
@@ -147,16 +243,17 @@ pub fn plot(records: &[Record], out: &Path) -> Result<()> {
             }
         }
         svg += &format!(
-            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">step</text>\n",
-            w / 2.0,
-            h - 8.0
+            "<text x=\"{legend_x}\" y=\"{}\" fill=\"{color}\">{name}</text>\n",
+            oy + 20.0
         );
-        svg += "<text x=\"70\" y=\"20\" fill=\"#1f77b4\">train loss</text><text x=\"170\" y=\"20\" fill=\"#ff7f0e\">val loss</text>\n";
+        legend_x += 12.0 + 7.0 * name.len() as f64;
     }
-    svg += "</svg>\n";
-    let tmp = out.with_extension("svg.tmp");
-    fs::write(&tmp, svg).at(&tmp)?;
-    fs::rename(&tmp, out).at(out)
+    svg += &format!(
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">step</text>\n",
+        ox + w / 2.0,
+        oy + h - 8.0
+    );
+    svg
 }
 
 #[cfg(test)]
@@ -164,17 +261,7 @@ mod tests {
     use super::*;
 
     fn rec(step: u64, kind: &str, loss: f64) -> Record {
-        Record {
-            step,
-            kind: kind.into(),
-            loss,
-            lr: None,
-            grad_norm: None,
-            ms_per_step: None,
-            tokens_per_sec: None,
-            mfu: None,
-            tokens_seen: 0,
-        }
+        Record::loss(step, kind, loss, 0)
     }
 
     #[test]
@@ -192,5 +279,32 @@ mod tests {
         plot(&r, &dir.path().join("loss.svg")).unwrap();
         let svg = std::fs::read_to_string(dir.path().join("loss.svg")).unwrap();
         assert_eq!(svg.matches("<polyline").count(), 2);
+    }
+
+    /// A task's row has its metrics as top-level keys and no loss; it reads back as written and
+    /// is drawn in the accuracy panel.
+    #[test]
+    fn task_rows_round_trip_and_are_plotted() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = MetricsLog::open(dir.path(), 0).unwrap();
+        log.append(&rec(2, "train", 9.0)).unwrap();
+        let mut row = Record::loss(2, "hellaswag", f64::NAN, 0);
+        row.scores = [("acc", 0.25), ("acc_norm", 0.5), ("n", 8.0)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        log.append(&row).unwrap();
+        let text = std::fs::read_to_string(log.path()).unwrap();
+        let line: serde_json::Value = serde_json::from_str(text.lines().nth(1).unwrap()).unwrap();
+        assert_eq!(line["acc_norm"], 0.5);
+        assert!(line.get("loss").is_none(), "{line}");
+        let back = read(log.path()).unwrap();
+        assert_eq!(back.len(), 2);
+        assert_eq!(back[1].scores, row.scores);
+        assert!(back[1].loss.is_nan());
+        plot(&back, &dir.path().join("loss.svg")).unwrap();
+        let svg = std::fs::read_to_string(dir.path().join("loss.svg")).unwrap();
+        assert!(svg.contains("hellaswag acc_norm"), "{svg}");
+        assert_eq!(svg.matches("<polyline").count(), 3);
     }
 }

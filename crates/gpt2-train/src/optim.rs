@@ -18,7 +18,7 @@ use std::path::Path;
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, TensorData};
-use gpt2_model::Gpt2;
+use gpt2_model::{adamw_step, adamw_step_composed, AdamWHyper, Gpt2};
 use safetensors::tensor::{Dtype, TensorView};
 
 use crate::error::{IoContext, Result, TrainError};
@@ -35,10 +35,22 @@ pub struct AdamWParams {
 
 /// Optimizer state: first and second moments (f32, on the training device's inner backend)
 /// and the step count t.
-#[derive(Default)]
 pub struct AdamW {
     pub t: u64,
     moments: BTreeMap<String, (Tensor<1>, Tensor<1>)>,
+    /// The update as one kernel per tensor (`gpt2_model::adamw_step`: a CubeCL kernel on the GPU
+    /// backends) rather than the backend's composed tensor ops (`optimizer.fused: false`).
+    pub fused: bool,
+}
+
+impl Default for AdamW {
+    fn default() -> Self {
+        Self {
+            t: 0,
+            moments: BTreeMap::new(),
+            fused: true,
+        }
+    }
 }
 
 impl AdamW {
@@ -149,7 +161,11 @@ impl AdamW {
                 }
             };
         }
-        Ok(Self { t, moments })
+        Ok(Self {
+            t,
+            moments,
+            fused: true,
+        })
     }
 
     /// Check that every parameter of `model` has state (after a load).
@@ -210,7 +226,7 @@ impl ModuleMapper for StepMapper<'_> {
         let numel = shape.num_elements();
         let require_grad = tensor.is_require_grad();
         let x = tensor.inner().reshape([numel]); // (n,) no graph
-        let g = grad.reshape([numel]).mul_scalar(self.grad_scale);
+        let g = grad.reshape([numel]);
         let device = x.device();
         let (m, v) = self.opt.moments.remove(&name).unwrap_or_else(|| {
             (
@@ -218,24 +234,23 @@ impl ModuleMapper for StepMapper<'_> {
                 Tensor::zeros([numel], &device),
             )
         });
-        let m = m
-            .mul_scalar(p.beta1)
-            .add(g.clone().mul_scalar(1.0 - p.beta1));
-        let v = v
-            .mul_scalar(p.beta2)
-            .add(g.clone().mul(g).mul_scalar(1.0 - p.beta2));
-        let t = self.opt.t as i32;
-        let bc1 = 1.0 - p.beta1.powi(t);
-        let bc2 = 1.0 - p.beta2.powi(t);
-        // Weight decay on ≥2-D parameters only (weights and embeddings; not biases/LayerNorm).
-        let decayed = if D >= 2 && p.weight_decay > 0.0 {
-            x.clone().sub(x.mul_scalar(p.lr * p.weight_decay))
-        } else {
-            x
+        let hyper = AdamWHyper {
+            lr: p.lr,
+            beta1: p.beta1,
+            beta2: p.beta2,
+            eps: p.eps,
+            // Weight decay on ≥2-D parameters only (weights and embeddings; not biases/LayerNorm).
+            decay: if D >= 2 { p.lr * p.weight_decay } else { 0.0 },
+            grad_scale: self.grad_scale,
+            step: self.opt.t,
         };
-        let denom = v.clone().div_scalar(bc2).sqrt().add_scalar(p.eps);
-        let update = m.clone().div_scalar(bc1).div(denom).mul_scalar(p.lr);
-        let new = decayed.sub(update);
+        // One kernel per tensor on the GPU backends; flex's tensor ops elsewhere (the same
+        // formula, gpt2_model::AdamWHyper).
+        let (new, m, v) = if self.opt.fused {
+            adamw_step(x, g, m, v, &hyper)
+        } else {
+            adamw_step_composed(x, g, m, v, &hyper)
+        };
         self.opt.moments.insert(name, (m, v));
         let mut new = Tensor::<D>::from_inner(new.reshape(shape));
         if require_grad {
@@ -254,7 +269,7 @@ pub fn global_grad_norm(model: &Gpt2, grads: &GradientsParams) -> f64 {
     impl ModuleVisitor for Norm<'_> {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
             if let Some(g) = self.grads.get::<D>(param.id) {
-                let sq = g.clone().mul(g).sum(); // (1,)
+                let sq = sum_of_squares(g); // (1,)
                 self.sum = Some(match self.sum.take() {
                     Some(s) => s.add(sq),
                     None => sq,
@@ -266,6 +281,30 @@ pub fn global_grad_norm(model: &Gpt2, grads: &GradientsParams) -> f64 {
     model.visit(&mut v);
     v.sum
         .map_or(0.0, |s| (s.into_scalar::<f32>() as f64).sqrt())
+}
+
+/// `Σ g²` as a `[1]` tensor, summed in an order fixed by the shape alone.
+///
+/// Not `Tensor::sum`: on the CubeCL backends (CUDA, and wgpu where the adapter has float atomics,
+/// lavapipe among them) Burn's full sum is one kernel whose workgroups add their partial sums
+/// into the result with atomic float adds, in whatever order they finish, so the same gradients
+/// gave norms that differed in the last bit from run to run (issue 23: a resumed two-device run
+/// whose step-5 norm differed by one f32 ulp of the sum). `sum_dim` reduces each output element in
+/// one fixed order, so a `[rows, cols]` view summed over columns, then rows, is bit-reproducible
+/// and still parallel over rows.
+pub fn sum_of_squares<const D: usize>(g: Tensor<D>) -> Tensor<1> {
+    let n = g.shape().num_elements();
+    let cols = (n as f64).sqrt().ceil().max(1.0) as usize;
+    let rows = n.div_ceil(cols);
+    let flat = g.reshape([n]);
+    let sq = flat.clone().mul(flat);
+    let sq = if rows * cols == n {
+        sq
+    } else {
+        let pad = Tensor::<1>::zeros([rows * cols - n], &sq.device());
+        Tensor::cat(vec![sq, pad], 0)
+    };
+    sq.reshape([rows, cols]).sum_dim(1).sum_dim(0).reshape([1])
 }
 
 /// Module paths of every float parameter, in visit order.

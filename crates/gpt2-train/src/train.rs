@@ -216,20 +216,24 @@ struct StepStats {
 pub fn train(plan: TrainPlan, opts: &TrainOptions) -> Result<Summary> {
     let cfg = plan.config.clone();
     let run_dir = cfg.run_dir.clone();
-    std::fs::create_dir_all(&run_dir).at(&run_dir)?;
-    let plan_json = serde_json::to_vec_pretty(&plan).expect("plan serialises");
-    gpt2_data::io::write_atomic(&run_dir.join("plan.json"), &plan_json)?;
     let say = |msg: String| {
         if !opts.quiet {
             eprintln!("{msg}");
         }
     };
 
+    // --- Devices, and the plan fitted to them (refused here if it cannot fit). --------------
+    let devices = devices(&plan)?;
+    let (plan, notes) = fit_to_device(plan, &devices[0])?;
+    notes.into_iter().for_each(&say);
+    std::fs::create_dir_all(&run_dir).at(&run_dir)?;
+    let plan_json = serde_json::to_vec_pretty(&plan).expect("plan serialises");
+    gpt2_data::io::write_atomic(&run_dir.join("plan.json"), &plan_json)?;
+
     // --- Replicas: fresh, or from a checkpoint; one per device. ----------------------------
     let start = start_dir(&run_dir, &opts.resume)?;
-    let devices = devices(&plan)?;
     let (mut ranks, mut state) = replicas(&plan, &devices, start.as_deref(), &say)?;
-    let grad_mean = GradMean::new(&cfg.device.kind, &devices);
+    let grad_mean = GradMean::new(&cfg.device.kind, &devices, cfg.device.bucket_mb);
     // GPU ranks feed their queues from threads of their own; flex replicas share the CPU.
     let parallel = cfg.device.kind != "flex";
     if ranks.len() > 1 {
@@ -262,9 +266,11 @@ pub fn train(plan: TrainPlan, opts: &TrainOptions) -> Result<Summary> {
 
     // --- Steps. ------------------------------------------------------------------------------
     while state.step < plan.max_steps {
+        devices.iter().for_each(gpt2_model::device::reset_peak_memory);
         let t0 = Instant::now();
         let StepStats { loss, norm, lr } =
             step(&plan, &mut ranks, &grad_mean, parallel, &mut state)?;
+        let mem = peak_memory(&devices);
         state.step += 1;
         summary.step = state.step;
         summary.last_train_loss = loss;
@@ -284,14 +290,18 @@ pub fn train(plan: TrainPlan, opts: &TrainOptions) -> Result<Summary> {
                 tokens_per_sec: Some(tok_s),
                 mfu,
                 tokens_seen: state.tokens_seen,
+                mem_peak_mb: mem.map(|m| m.0),
+                mem_peak_kind: mem.map(|m| m.1.into()),
+                scores: Default::default(),
             })?;
             let line = format!(
-                "step {:>6}/{} | loss {loss:.4} | lr {lr:.3e} | grad norm {norm:.3} | {:.0} ms | {:.0} tok/s | MFU {}",
+                "step {:>6}/{} | loss {loss:.4} | lr {lr:.3e} | grad norm {norm:.3} | {:.0} ms | {:.0} tok/s | MFU {} | mem {}",
                 state.step,
                 plan.max_steps,
                 secs * 1e3,
                 tok_s,
-                mfu.map_or("-".into(), |m| format!("{:.1}%", m * 100.0))
+                mfu.map_or("-".into(), |m| format!("{:.1}%", m * 100.0)),
+                mem.map_or("-".into(), |(mb, kind)| format!("{mb:.0} MB ({kind})"))
             );
             match &bar {
                 Some(bar) => bar.println(line),
@@ -306,18 +316,13 @@ pub fn train(plan: TrainPlan, opts: &TrainOptions) -> Result<Summary> {
         if eval_now {
             if let Some(v) = validate(&plan, &mut ranks, parallel)? {
                 summary.last_val_loss = Some(v);
-                log.append(&Record {
-                    step: state.step,
-                    kind: "val".into(),
-                    loss: v,
-                    lr: None,
-                    grad_norm: None,
-                    ms_per_step: None,
-                    tokens_per_sec: None,
-                    mfu: None,
-                    tokens_seen: state.tokens_seen,
-                })?;
+                log.append(&Record::loss(state.step, "val", v, state.tokens_seen))?;
                 say(format!("step {:>6} | val loss {v:.4}", state.step));
+            }
+            for row in eval_tasks(&plan, ranks[0].model(), state.step, state.tokens_seen)? {
+                let shown: Vec<String> = row.scores.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
+                say(format!("step {:>6} | {} {}", state.step, row.kind, shown.join(" | ")));
+                log.append(&row)?;
             }
             metrics::plot(&metrics::read(log.path())?, &run_dir.join("loss.svg"))?;
         }
@@ -344,6 +349,61 @@ pub fn train(plan: TrainPlan, opts: &TrainOptions) -> Result<Summary> {
         bar.finish_and_clear();
     }
     Ok(summary)
+}
+
+/// `plan` with the LM head's chunk size taken from `device` (unless the config sets one), and
+/// its memory estimate checked against the device's limits: an error where a tensor cannot fit
+/// one buffer or flash attention cannot fit the shared memory, else notes for the log.
+pub fn fit_to_device(mut plan: TrainPlan, device: &Device) -> Result<(TrainPlan, Vec<String>)> {
+    let limits = gpt2_model::device_memory(device);
+    if plan.model.lm_head_chunk_rows == 0 {
+        plan.model.lm_head_chunk_rows =
+            gpt2_model::device::chunk_rows_for(limits.max_buffer_bytes, plan.model.vocab_size);
+    }
+    let estimate = crate::memory::estimate(&plan, plan.model.lm_head_chunk_rows);
+    let notes = crate::memory::check(&plan, &estimate, &limits)?;
+    Ok((plan, notes))
+}
+
+/// For `--dry-run`: the memory estimate of `plan` on its first device as table rows, checked
+/// against the device's limits (an error where it cannot fit). A device that cannot be opened
+/// here (no GPU on this machine) leaves the estimate, checked against `device.memory_gb` only.
+pub fn memory_rows(plan: TrainPlan) -> Result<Vec<(String, String)>> {
+    let mut rows = Vec::new();
+    let (plan, notes) = match devices(&plan) {
+        Ok(devices) => fit_to_device(plan, &devices[0])?,
+        Err(e) => {
+            rows.push(("device".into(), format!("not opened here ({e}); estimate only")));
+            let mut plan = plan;
+            if plan.model.lm_head_chunk_rows == 0 {
+                plan.model.lm_head_chunk_rows =
+                    gpt2_model::device::chunk_rows_for(None, plan.model.vocab_size);
+            }
+            let est = crate::memory::estimate(&plan, plan.model.lm_head_chunk_rows);
+            let notes = crate::memory::check(&plan, &est, &gpt2_model::DeviceMemory::default())?;
+            (plan, notes)
+        }
+    };
+    rows.extend(crate::memory::estimate(&plan, plan.model.lm_head_chunk_rows).rows());
+    rows.extend(notes.into_iter().map(|n| ("fits".to_string(), n)));
+    Ok(rows)
+}
+
+/// The step's peak memory in MB over the devices (the largest), and what it measures:
+/// `"device"` (the GPU pools' high-water mark) or `"rss"` (flex: the process's peak resident
+/// set since the step began).
+fn peak_memory(devices: &[Device]) -> Option<(f64, &'static str)> {
+    devices
+        .iter()
+        .filter_map(gpt2_model::device::peak_memory_bytes)
+        .map(|(bytes, source)| {
+            let kind = match source {
+                gpt2_model::device::PeakSource::DevicePools => "device",
+                gpt2_model::device::PeakSource::ProcessRss => "rss",
+            };
+            (bytes as f64 / 1e6, kind)
+        })
+        .max_by(|a, b| a.0.total_cmp(&b.0))
 }
 
 /// The checkpoint to start from: none, the newest complete one (damaged ones are reported and
@@ -431,7 +491,7 @@ fn replicas(
     let shuffle = cfg.data.shuffle.then_some(cfg.seed);
     let mut ranks = Vec::with_capacity(world);
     for (r, (model, device)) in models.into_iter().zip(autodiff).enumerate() {
-        let opt = match start {
+        let mut opt = match start {
             Some(dir) => {
                 let opt = AdamW::load(&dir.join(checkpoint::OPTIMIZER), &devices[r])?;
                 opt.check_covers(&model, dir)?;
@@ -439,6 +499,7 @@ fn replicas(
             }
             None => AdamW::default(),
         };
+        opt.fused = cfg.optimizer.fused;
         // The shards' checksums are verified once, by rank 0.
         let verify = cfg.data.verify && r == 0;
         let shards = &cfg.data.shards;
@@ -571,6 +632,33 @@ fn validate(plan: &TrainPlan, ranks: &mut [Rank], parallel: bool) -> Result<Opti
     });
     let losses = losses.into_iter().collect::<Result<Vec<f64>>>()?;
     Ok(Some(losses.iter().sum::<f64>() / losses.len() as f64))
+}
+
+/// The run's `eval.tasks` (HellaSwag, as llm.c does during training, or any other task) scored
+/// with rank 0's model: one metrics row per task, its metrics and example count as keys.
+fn eval_tasks(plan: &TrainPlan, model: &Gpt2, step: u64, tokens_seen: u64) -> Result<Vec<Record>> {
+    let mut rows = Vec::new();
+    for spec in &plan.config.eval.tasks {
+        let task = crate::tasks::Task::parse(&spec.task).map_err(|m| TrainError::Config {
+            path: plan.config.run_dir.clone(),
+            problems: vec![format!("eval.tasks: {m}")],
+        })?;
+        let opts = crate::tasks::TaskOptions {
+            limit: spec.limit,
+            ..Default::default()
+        };
+        let report = crate::tasks::run(model, task, &spec.data, &opts)?;
+        let mut row = Record::loss(step, task.name(), f64::NAN, tokens_seen);
+        row.scores = report
+            .metrics
+            .pairs()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .chain([("n".to_string(), report.n as f64)])
+            .collect();
+        rows.push(row);
+    }
+    Ok(rows)
 }
 
 /// Writes the step's checkpoint once, from rank 0 (the replicas are identical), and prunes.

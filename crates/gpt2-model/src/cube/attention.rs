@@ -1,0 +1,565 @@
+//! Flash-style causal attention for the CubeCL backends (CUDA, wgpu): memory linear in `T`.
+//!
+//! Dao et al., "FlashAttention" (2022) and "FlashAttention-2" (2023), in the scalar form a
+//! WGSL device can run: one unit per query (forward, dQ) or key (dK/dV) row, the other side's rows
+//! streamed through shared memory one block at a time, f32 accumulation for every input dtype.
+//!
+//! - Forward: `O = softmax(q·kᵀ·s + causal)·v` with the online softmax, saving only `O` and the
+//!   per-row log-sum-exp `L = m + ln l` (f32). Key blocks wholly above the diagonal are never
+//!   visited; on the diagonal block a row stops at its own key.
+//! - Backward (recomputes `P = exp(S − L)` block by block, never stores it):
+//!   1. `delta`: `D_i = Σ_d dO_id·O_id`, written next to `L_i` as `stats[i] = (L_i, D_i)`;
+//!   2. `dq`: per query row, over key blocks up to the diagonal:
+//!      `dS = P ⊙ (dO·vᵀ − D)`, `dq = s·dS·k`;
+//!   3. `dkdv`: per key row, over query blocks from the diagonal down:
+//!      `dv = Pᵀ·dO`, `dk = s·dSᵀ·q`.
+//!
+//! wgpu's limits shape it: at most 7 storage tensors per kernel (hence `stats` packing `L` and
+//! `D`), shared memory sized from what the adapter reports (the block shrinks to fit; 16 KiB
+//! holds blocks of 16 rows at head size 64), no float atomics (every output element has one
+//! writer), no plane operations, and a finite sentinel instead of a −∞ literal. And lavapipe's:
+//! llvmpipe ends a shader invocation after 65,535 loop iterations in all (measured: outputs went
+//! wrong from the 448th query on at head size 64), so every loop over the head dimension is
+//! unrolled (it is known when the kernel is compiled) and only the loops over key and query
+//! blocks iterate: about `2T` iterations per unit at context `T`.
+
+use burn::tensor::{DType, Shape};
+use burn_cubecl::cubecl;
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
+use burn_cubecl::tensor::CubeTensor;
+use cubecl::prelude::*;
+use cubecl::{calculate_cube_count_elemwise, CubeDim};
+
+use burn::backend::cubecl::dtype_to_storage_type;
+
+/// Below any real attention score; WGSL has no −∞ literal. `exp(NEG_BIG − x)` is exactly 0.
+const NEG_BIG: f32 = -1.0e30;
+/// Above any real log-sum-exp: the `L` of a row past the end, so its `P = exp(S − L)` is 0.
+const POS_BIG: f32 = 1.0e30;
+
+/// The largest block size (rows per cube) whose shared tiles fit `shared_bytes` for `kernel`,
+/// a power of two in `1..=64`; `None` when not even one row fits.
+pub fn block_rows(head_dim: usize, shared_bytes: usize, max_units: usize, kernel: Kernel) -> Option<usize> {
+    let per_row = kernel.shared_bytes_per_row(head_dim);
+    let mut block = 64usize.min(max_units.max(1));
+    while block > 1 && block * per_row > shared_bytes {
+        block /= 2;
+    }
+    (block * per_row <= shared_bytes).then_some(block)
+}
+
+/// The three tiled kernels, for sizing their shared memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    /// Forward and dQ: a key tile and a value tile.
+    KeyValueTiles,
+    /// dK/dV: a query tile, a dO tile and the rows' `(L, D)`.
+    QueryTiles,
+}
+
+impl Kernel {
+    /// Bytes of shared memory per row of a block.
+    pub fn shared_bytes_per_row(self, head_dim: usize) -> usize {
+        match self {
+            Kernel::KeyValueTiles => 2 * head_dim * 4,
+            Kernel::QueryTiles => (2 * head_dim + 2) * 4,
+        }
+    }
+}
+
+/// Copies rows `first..first + block` of a `[B, nh, T, hd]` tensor (any strides) for head
+/// `(b, h)` into a shared `[block, hd]` f32 tile, zeros past `T`. Consecutive units read
+/// consecutive elements of a row.
+#[cube]
+fn load_tile<F: Float>(
+    x: &Tensor<F>,
+    tile: &mut Shared<[f32]>,
+    b: usize,
+    h: usize,
+    first: usize,
+    t_len: usize,
+    #[comptime] hd: usize,
+    #[comptime] block: usize,
+) {
+    let base = b * x.stride(0) + h * x.stride(1);
+    // `block × hd` values, `hd` per unit, unrolled: lavapipe (llvmpipe) stops a shader
+    // invocation after 65,535 loop iterations in all, so only the loops over keys may iterate.
+    #[unroll]
+    for step in 0..hd {
+        let idx = step * block + UNIT_POS_X as usize;
+        let r = idx / hd;
+        let d = idx % hd;
+        let row = first + r;
+        let mut value = 0.0f32.runtime();
+        if row < t_len {
+            value = f32::cast_from(x[base + row * x.stride(2) + d * x.stride(3)]);
+        }
+        tile[idx] = value;
+    }
+}
+
+/// Row `row` of head `(b, h)` of `x` into a register array (times `factor`), zeros when `live`
+/// is false.
+#[cube]
+fn load_row<F: Float>(
+    x: &Tensor<F>,
+    out: &mut Array<f32>,
+    b: usize,
+    h: usize,
+    row: usize,
+    live: bool,
+    factor: f32,
+    #[comptime] hd: usize,
+) {
+    let base = b * x.stride(0) + h * x.stride(1) + row * x.stride(2);
+    #[unroll]
+    for d in 0..hd {
+        let mut value = 0.0f32.runtime();
+        if live {
+            value = f32::cast_from(x[base + d * x.stride(3)]) * factor;
+        }
+        out[d] = value;
+    }
+}
+
+/// Cube `(query block, b·nh + h)`, one unit per query row.
+#[cube(launch)]
+fn flash_forward_kernel<F: Float>(
+    q: &Tensor<F>,
+    k: &Tensor<F>,
+    v: &Tensor<F>,
+    o: &mut Tensor<F>,
+    lse: &mut Tensor<f32>,
+    scale: f32,
+    #[comptime] hd: usize,
+    #[comptime] block: usize,
+    #[define(F)] _dtype: ElemType,
+) {
+    let nh = q.shape(1);
+    let t_len = q.shape(2);
+    let bh = CUBE_POS_Y as usize;
+    let b = bh / nh;
+    let h = bh % nh;
+    let qb = CUBE_POS_X as usize;
+    let tid = UNIT_POS_X as usize;
+    let i = qb * block + tid;
+    let live = i < t_len;
+
+    let mut qi = Array::<f32>::new(hd);
+    load_row::<F>(q, &mut qi, b, h, i, live, scale, hd);
+    let mut acc = Array::<f32>::new(hd);
+    #[unroll]
+    for d in 0..hd {
+        acc[d] = 0.0f32;
+    }
+    let mut scores = Array::<f32>::new(block);
+    let mut k_tile = Shared::<[f32]>::new_slice(block * hd);
+    let mut v_tile = Shared::<[f32]>::new_slice(block * hd);
+    let mut m = NEG_BIG.runtime();
+    let mut l = 0.0f32.runtime();
+    for kb in 0..qb + 1 {
+        load_tile::<F>(k, &mut k_tile, b, h, kb * block, t_len, hd, block);
+        load_tile::<F>(v, &mut v_tile, b, h, kb * block, t_len, hd, block);
+        sync_cube();
+        // Every key of an earlier block; up to the row's own key on the diagonal.
+        let mut n_keys = block.runtime();
+        if kb == qb {
+            n_keys = tid + 1;
+        }
+        let mut m_new = m;
+        for jj in 0..n_keys {
+            let mut dot = 0.0f32.runtime();
+            #[unroll]
+            for d in 0..hd {
+                dot += qi[d] * k_tile[jj * hd + d];
+            }
+            scores[jj] = dot;
+            if dot > m_new {
+                m_new = dot;
+            }
+        }
+        let correction = (m - m_new).exp();
+        l *= correction;
+        #[unroll]
+        for d in 0..hd {
+            acc[d] *= correction;
+        }
+        for jj in 0..n_keys {
+            let p = (scores[jj] - m_new).exp();
+            l += p;
+            #[unroll]
+            for d in 0..hd {
+                acc[d] += p * v_tile[jj * hd + d];
+            }
+        }
+        m = m_new;
+        sync_cube();
+    }
+    if live {
+        let row = bh * t_len + i;
+        let inv = 1.0f32 / l;
+        #[unroll]
+        for d in 0..hd {
+            o[row * hd + d] = F::cast_from(acc[d] * inv);
+        }
+        lse[row] = m + l.ln();
+    }
+}
+
+/// One unit per row: `stats[row] = (L_row, Σ_d dO·O)`.
+#[cube(launch)]
+fn flash_delta_kernel<F: Float>(
+    d_o: &Tensor<F>,
+    o: &Tensor<F>,
+    lse: &Tensor<f32>,
+    stats: &mut Tensor<f32>,
+    #[comptime] hd: usize,
+    #[define(F)] _dtype: ElemType,
+) {
+    let row = ABSOLUTE_POS;
+    if row >= lse.len() {
+        terminate!();
+    }
+    let nh = d_o.shape(1);
+    let t_len = d_o.shape(2);
+    let i = row % t_len;
+    let bh = row / t_len;
+    let b = bh / nh;
+    let h = bh % nh;
+    let base = b * d_o.stride(0) + h * d_o.stride(1) + i * d_o.stride(2);
+    let mut delta = 0.0f32.runtime();
+    #[unroll]
+    for d in 0..hd {
+        delta += f32::cast_from(d_o[base + d * d_o.stride(3)]) * f32::cast_from(o[row * hd + d]);
+    }
+    stats[2 * row] = lse[row];
+    stats[2 * row + 1] = delta;
+}
+
+/// Cube `(query block, b·nh + h)`, one unit per query row: `dq`.
+#[cube(launch)]
+fn flash_dq_kernel<F: Float>(
+    q: &Tensor<F>,
+    k: &Tensor<F>,
+    v: &Tensor<F>,
+    d_o: &Tensor<F>,
+    stats: &Tensor<f32>,
+    dq: &mut Tensor<F>,
+    scale: f32,
+    #[comptime] hd: usize,
+    #[comptime] block: usize,
+    #[define(F)] _dtype: ElemType,
+) {
+    let nh = q.shape(1);
+    let t_len = q.shape(2);
+    let bh = CUBE_POS_Y as usize;
+    let b = bh / nh;
+    let h = bh % nh;
+    let qb = CUBE_POS_X as usize;
+    let tid = UNIT_POS_X as usize;
+    let i = qb * block + tid;
+    let live = i < t_len;
+    let row = bh * t_len + i;
+
+    let mut qi = Array::<f32>::new(hd);
+    load_row::<F>(q, &mut qi, b, h, i, live, scale, hd);
+    let mut doi = Array::<f32>::new(hd);
+    load_row::<F>(d_o, &mut doi, b, h, i, live, 1.0f32, hd);
+    let mut acc = Array::<f32>::new(hd);
+    #[unroll]
+    for d in 0..hd {
+        acc[d] = 0.0f32;
+    }
+    let mut lse_i = POS_BIG.runtime();
+    let mut delta_i = 0.0f32.runtime();
+    if live {
+        lse_i = stats[2 * row];
+        delta_i = stats[2 * row + 1];
+    }
+    let mut k_tile = Shared::<[f32]>::new_slice(block * hd);
+    let mut v_tile = Shared::<[f32]>::new_slice(block * hd);
+    for kb in 0..qb + 1 {
+        load_tile::<F>(k, &mut k_tile, b, h, kb * block, t_len, hd, block);
+        load_tile::<F>(v, &mut v_tile, b, h, kb * block, t_len, hd, block);
+        sync_cube();
+        let mut n_keys = block.runtime();
+        if kb == qb {
+            n_keys = tid + 1;
+        }
+        for jj in 0..n_keys {
+            let mut s = 0.0f32.runtime();
+            let mut dp = 0.0f32.runtime();
+            #[unroll]
+            for d in 0..hd {
+                s += qi[d] * k_tile[jj * hd + d];
+                dp += doi[d] * v_tile[jj * hd + d];
+            }
+            let ds = (s - lse_i).exp() * (dp - delta_i);
+            #[unroll]
+            for d in 0..hd {
+                acc[d] += ds * k_tile[jj * hd + d];
+            }
+        }
+        sync_cube();
+    }
+    if live {
+        #[unroll]
+        for d in 0..hd {
+            dq[row * hd + d] = F::cast_from(acc[d] * scale);
+        }
+    }
+}
+
+/// Cube `(key block, b·nh + h)`, one unit per key row: `dk` and `dv`.
+#[cube(launch)]
+fn flash_dkdv_kernel<F: Float>(
+    q: &Tensor<F>,
+    k: &Tensor<F>,
+    v: &Tensor<F>,
+    d_o: &Tensor<F>,
+    stats: &Tensor<f32>,
+    dk: &mut Tensor<F>,
+    dv: &mut Tensor<F>,
+    scale: f32,
+    #[comptime] hd: usize,
+    #[comptime] block: usize,
+    #[define(F)] _dtype: ElemType,
+) {
+    let nh = q.shape(1);
+    let t_len = q.shape(2);
+    let bh = CUBE_POS_Y as usize;
+    let b = bh / nh;
+    let h = bh % nh;
+    let kb = CUBE_POS_X as usize;
+    let tid = UNIT_POS_X as usize;
+    let j = kb * block + tid;
+    let live = j < t_len;
+
+    let mut kj = Array::<f32>::new(hd);
+    load_row::<F>(k, &mut kj, b, h, j, live, 1.0f32, hd);
+    let mut vj = Array::<f32>::new(hd);
+    load_row::<F>(v, &mut vj, b, h, j, live, 1.0f32, hd);
+    let mut dk_acc = Array::<f32>::new(hd);
+    let mut dv_acc = Array::<f32>::new(hd);
+    #[unroll]
+    for d in 0..hd {
+        dk_acc[d] = 0.0f32;
+        dv_acc[d] = 0.0f32;
+    }
+    let mut q_tile = Shared::<[f32]>::new_slice(block * hd);
+    let mut do_tile = Shared::<[f32]>::new_slice(block * hd);
+    let mut lse_tile = Shared::<[f32]>::new_slice(block);
+    let mut delta_tile = Shared::<[f32]>::new_slice(block);
+    let n_blocks = (t_len + block - 1) / block;
+    for qb in kb..n_blocks {
+        let first = qb * block;
+        load_tile::<F>(q, &mut q_tile, b, h, first, t_len, hd, block);
+        load_tile::<F>(d_o, &mut do_tile, b, h, first, t_len, hd, block);
+        let row = first + tid;
+        // Rows past the end get L = +big, so their P is 0 and they add nothing.
+        let mut lse_r = POS_BIG.runtime();
+        let mut delta_r = 0.0f32.runtime();
+        if row < t_len {
+            lse_r = stats[2 * (bh * t_len + row)];
+            delta_r = stats[2 * (bh * t_len + row) + 1];
+        }
+        lse_tile[tid] = lse_r;
+        delta_tile[tid] = delta_r;
+        sync_cube();
+        // Queries at or after this key: all of a later block, from the key's own row on the
+        // diagonal.
+        let mut start = 0usize.runtime();
+        if qb == kb {
+            start = tid;
+        }
+        for ii in start..block {
+            let mut s = 0.0f32.runtime();
+            let mut dp = 0.0f32.runtime();
+            #[unroll]
+            for d in 0..hd {
+                s += q_tile[ii * hd + d] * kj[d];
+                dp += do_tile[ii * hd + d] * vj[d];
+            }
+            let p = (s * scale - lse_tile[ii]).exp();
+            let ds = p * (dp - delta_tile[ii]);
+            #[unroll]
+            for d in 0..hd {
+                dv_acc[d] += p * do_tile[ii * hd + d];
+                dk_acc[d] += ds * q_tile[ii * hd + d];
+            }
+        }
+        sync_cube();
+    }
+    if live {
+        let row = bh * t_len + j;
+        #[unroll]
+        for d in 0..hd {
+            dk[row * hd + d] = F::cast_from(dk_acc[d] * scale);
+            dv[row * hd + d] = F::cast_from(dv_acc[d]);
+        }
+    }
+}
+
+/// What the backward pass needs from the forward: the inputs, `O` and `L`.
+#[derive(Debug, Clone)]
+pub struct FlashSaved {
+    pub q: CubeTensor,
+    pub k: CubeTensor,
+    pub v: CubeTensor,
+    pub o: CubeTensor,
+    /// `[B·nh·T]` f32 log-sum-exp of each row's scores.
+    pub lse: CubeTensor,
+    pub scale: f64,
+}
+
+fn dims4(t: &CubeTensor) -> [usize; 4] {
+    let s = &t.meta.shape;
+    [s[0], s[1], s[2], s[3]]
+}
+
+/// Shared memory the kernels may use: what the adapter reports, at most `cap`.
+fn shared_budget(t: &CubeTensor, cap: Option<usize>) -> (usize, usize) {
+    let hw = &t.client.properties().hardware;
+    let bytes = cap.map_or(hw.max_shared_memory_size, |c| c.min(hw.max_shared_memory_size));
+    (bytes, hw.max_units_per_cube as usize)
+}
+
+fn block_for(t: &CubeTensor, hd: usize, kernel: Kernel, cap: Option<usize>) -> usize {
+    let (bytes, units) = shared_budget(t, cap);
+    block_rows(hd, bytes, units, kernel).unwrap_or_else(|| {
+        panic!(
+            "attention head size {hd} needs {} B of shared memory per row; the device has {bytes} B \
+             (the training plan checks this before it starts)",
+            kernel.shared_bytes_per_row(hd)
+        )
+    })
+}
+
+/// Causal attention forward: returns `O` `[B, nh, T, hd]` (contiguous, the inputs' dtype) and the
+/// state the backward needs. `q`, `k`, `v` may have any strides. `shared_cap` bounds the shared
+/// memory per cube below the adapter's own limit (tests use it to check small devices).
+pub fn forward(
+    q: CubeTensor,
+    k: CubeTensor,
+    v: CubeTensor,
+    scale: f64,
+    shared_cap: Option<usize>,
+) -> (CubeTensor, FlashSaved) {
+    let [b, nh, t, hd] = dims4(&q);
+    let dtype = q.dtype;
+    let client = q.client.clone();
+    let block = block_for(&q, hd, Kernel::KeyValueTiles, shared_cap);
+    let o = empty_device_contiguous_dtype(client.clone(), q.device.clone(), Shape::new([b, nh, t, hd]), dtype);
+    let lse = empty_device_contiguous_dtype(client.clone(), q.device.clone(), Shape::new([b * nh * t]), DType::F32);
+    let blocks = t.div_ceil(block) as u32;
+    flash_forward_kernel::launch(
+        &client,
+        CubeCount::Static(blocks, (b * nh) as u32, 1),
+        CubeDim::new_1d(block as u32),
+        q.clone().into_tensor_arg(),
+        k.clone().into_tensor_arg(),
+        v.clone().into_tensor_arg(),
+        o.clone().into_tensor_arg(),
+        lse.clone().into_tensor_arg(),
+        scale as f32,
+        hd,
+        block,
+        dtype_to_storage_type(dtype),
+    );
+    let saved = FlashSaved {
+        q,
+        k,
+        v,
+        o: o.clone(),
+        lse,
+        scale,
+    };
+    (o, saved)
+}
+
+/// Causal attention backward from the saved state and `dO`: `(dq, dk, dv)`, contiguous, in the
+/// inputs' dtype.
+pub fn backward(
+    saved: FlashSaved,
+    d_o: CubeTensor,
+    shared_cap: Option<usize>,
+) -> (CubeTensor, CubeTensor, CubeTensor) {
+    let FlashSaved { q, k, v, o, lse, scale } = saved;
+    let [b, nh, t, hd] = dims4(&q);
+    let dtype = q.dtype;
+    assert_eq!(d_o.dtype, dtype, "flash attention: dO in the inputs' dtype");
+    let client = q.client.clone();
+    let device = q.device.clone();
+    let rows = b * nh * t;
+
+    let stats = empty_device_contiguous_dtype(client.clone(), device.clone(), Shape::new([2 * rows]), DType::F32);
+    let cube_dim = CubeDim::new_1d(256);
+    flash_delta_kernel::launch(
+        &client,
+        calculate_cube_count_elemwise(&client, rows, cube_dim),
+        cube_dim,
+        d_o.clone().into_tensor_arg(),
+        into_contiguous(o).into_tensor_arg(),
+        lse.into_tensor_arg(),
+        stats.clone().into_tensor_arg(),
+        hd,
+        dtype_to_storage_type(dtype),
+    );
+
+    let empty = || empty_device_contiguous_dtype(client.clone(), device.clone(), Shape::new([b, nh, t, hd]), dtype);
+    let (dq, dk, dv) = (empty(), empty(), empty());
+    let block = block_for(&q, hd, Kernel::KeyValueTiles, shared_cap);
+    flash_dq_kernel::launch(
+        &client,
+        CubeCount::Static(t.div_ceil(block) as u32, (b * nh) as u32, 1),
+        CubeDim::new_1d(block as u32),
+        q.clone().into_tensor_arg(),
+        k.clone().into_tensor_arg(),
+        v.clone().into_tensor_arg(),
+        d_o.clone().into_tensor_arg(),
+        stats.clone().into_tensor_arg(),
+        dq.clone().into_tensor_arg(),
+        scale as f32,
+        hd,
+        block,
+        dtype_to_storage_type(dtype),
+    );
+    let block = block_for(&q, hd, Kernel::QueryTiles, shared_cap);
+    flash_dkdv_kernel::launch(
+        &client,
+        CubeCount::Static(t.div_ceil(block) as u32, (b * nh) as u32, 1),
+        CubeDim::new_1d(block as u32),
+        q.into_tensor_arg(),
+        k.into_tensor_arg(),
+        v.into_tensor_arg(),
+        d_o.into_tensor_arg(),
+        stats.into_tensor_arg(),
+        dk.clone().into_tensor_arg(),
+        dv.clone().into_tensor_arg(),
+        scale as f32,
+        hd,
+        block,
+        dtype_to_storage_type(dtype),
+    );
+    (dq, dk, dv)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_fit_the_shared_memory_and_shrink_for_wide_heads() {
+        // 16 KiB, the WebGPU default: head size 64 → 32 rows of K and V tiles (16 KiB exactly);
+        // the dK/dV kernel's extra (L, D) per row makes that 16.
+        assert_eq!(block_rows(64, 16384, 256, Kernel::KeyValueTiles), Some(32));
+        assert_eq!(block_rows(64, 16384, 256, Kernel::QueryTiles), Some(16));
+        assert_eq!(block_rows(16, 16384, 256, Kernel::QueryTiles), Some(64));
+        assert_eq!(block_rows(64, 48 * 1024, 256, Kernel::QueryTiles), Some(64));
+        assert_eq!(block_rows(64, 16384, 8, Kernel::KeyValueTiles), Some(8));
+        // A head too wide for the device at all.
+        assert_eq!(block_rows(4096, 16384, 256, Kernel::KeyValueTiles), None);
+    }
+}
+

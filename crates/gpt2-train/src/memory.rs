@@ -1,0 +1,272 @@
+//! The memory a training step needs, estimated from the plan and checked against the device:
+//! `gpt2 train --dry-run` prints it, and `train` refuses a plan that breaks a hard device limit
+//! (one buffer's size on wgpu, shared memory per workgroup) before anything is allocated, naming
+//! the limit and the largest micro-batch that fits.
+//!
+//! The estimate, per device (each holds a replica), in bytes, with `P` parameters, `N = B·T`
+//! tokens per micro-batch, `L` layers, `C` width, `V` vocabulary, `R` LM-head rows per chunk:
+//!
+//! - weights `4P`, gradients `4P` (`8P` with accumulation: the running sum and the newest),
+//!   AdamW moments `8P`;
+//! - activations kept for the backward: per layer ≈ `25·N·C` f32 values (two LayerNorms ~4 each,
+//!   the inputs of the four matmuls, q/k/v, the attention output, the MLP's two `[N, 4C]`
+//!   tensors, the residual stream), plus `10·N·C` half-precision copies when the matmuls run in
+//!   bf16/f16; the attention's row log-sum-exp (flash) or its `[B, nh, T, T]` probabilities
+//!   (composed); embeddings and `ln_f` `5·N·C`; the LM head's `dh` `[N, C]` and `dwte` `[V, C]`;
+//! - the largest temporary: one LM-head chunk's logits `R·V·4` (plus the half-precision product
+//!   `R·V·2`), or the composed attention's backward `2·B·nh·T²·4`, whichever is larger.
+//!
+//! It is an estimate: `experiments/RESULTS.md` sets it beside the measured peak (`mem_peak_mb`).
+
+use gpt2_model::DeviceMemory;
+use serde::Serialize;
+
+use crate::config::TrainPlan;
+use crate::error::{Result, TrainError};
+
+/// Activation values (f32) a layer keeps for its backward, per token and channel.
+const F32_ACTS_PER_LAYER: u64 = 25;
+/// Extra half-precision copies per layer with bf16/f16 matmuls, per token and channel.
+const HALF_ACTS_PER_LAYER: u64 = 10;
+
+/// What a training step holds on one device, in bytes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MemoryEstimate {
+    pub weights: u64,
+    pub gradients: u64,
+    pub optimizer: u64,
+    pub activations: u64,
+    /// The largest single temporary of the step and what it is.
+    pub largest_temporary: u64,
+    pub largest_temporary_is: String,
+    /// Rows of the LM head per chunk.
+    pub lm_head_chunk_rows: usize,
+    pub total: u64,
+}
+
+/// One tensor that must fit in a single device buffer: its name and size for the run's
+/// micro-batch, and its size per sequence when it grows with the micro-batch.
+struct Buffer {
+    name: String,
+    bytes: u64,
+    per_sequence: Option<u64>,
+}
+
+/// The estimate for `plan` with the LM head in chunks of `chunk_rows` rows.
+pub fn estimate(plan: &TrainPlan, chunk_rows: usize) -> MemoryEstimate {
+    let m = &plan.model;
+    let b = &plan.config.batch;
+    let p = plan.num_params;
+    let (l, c, v) = (m.n_layer as u64, m.n_embd as u64, m.vocab_size as u64);
+    let (bsz, t, nh) = (b.micro_batch as u64, b.seq_len as u64, m.n_head as u64);
+    let n = bsz * t;
+    let half = m.compute_dtype.cast_dtype().is_some();
+    let mut per_layer = F32_ACTS_PER_LAYER * n * c * 4;
+    if half {
+        per_layer += HALF_ACTS_PER_LAYER * n * c * 2;
+    }
+    per_layer += if m.flash_attention {
+        bsz * nh * t * 4 // the row log-sum-exp
+    } else {
+        bsz * nh * t * t * 4 // the probabilities
+    };
+    let activations = l * per_layer + 5 * n * c * 4 + n * c * 4 + v * c * 4;
+    let rows = chunk_rows.min(n as usize).max(1) as u64;
+    let head = rows * v * if half { 6 } else { 4 };
+    let composed = if m.flash_attention {
+        0
+    } else {
+        2 * bsz * nh * t * t * 4
+    };
+    let (largest_temporary, largest_temporary_is) = if composed > head {
+        (composed, format!("attention backward [{bsz}, {nh}, {t}, {t}] × 2"))
+    } else {
+        (head, format!("LM-head chunk logits [{rows}, {v}]"))
+    };
+    let weights = 4 * p;
+    let gradients = if plan.grad_accum_steps > 1 { 8 * p } else { 4 * p };
+    let optimizer = 8 * p;
+    MemoryEstimate {
+        weights,
+        gradients,
+        optimizer,
+        activations,
+        largest_temporary,
+        largest_temporary_is,
+        lm_head_chunk_rows: rows as usize,
+        total: weights + gradients + optimizer + activations + largest_temporary,
+    }
+}
+
+/// The tensors of a step that must each fit one buffer.
+fn buffers(plan: &TrainPlan, chunk_rows: usize) -> Vec<Buffer> {
+    let m = &plan.model;
+    let b = &plan.config.batch;
+    let (c, v, t, nh) = (
+        m.n_embd as u64,
+        m.vocab_size as u64,
+        b.seq_len as u64,
+        m.n_head as u64,
+    );
+    let bsz = b.micro_batch as u64;
+    let mut out = vec![
+        Buffer {
+            name: format!("the MLP activations [{} × {t}, {}] f32", bsz, 4 * c),
+            bytes: bsz * t * 4 * c * 4,
+            per_sequence: Some(t * 4 * c * 4),
+        },
+        Buffer {
+            name: format!("the token embedding wte (and its gradient) [{v}, {c}] f32"),
+            bytes: v * c * 4,
+            per_sequence: None,
+        },
+        Buffer {
+            name: format!("one LM-head chunk's logits [{chunk_rows}, {v}] f32"),
+            bytes: chunk_rows as u64 * v * 4,
+            per_sequence: None,
+        },
+    ];
+    if !m.flash_attention {
+        out.push(Buffer {
+            name: format!("the attention probabilities [{bsz}, {nh}, {t}, {t}] f32"),
+            bytes: bsz * nh * t * t * 4,
+            per_sequence: Some(nh * t * t * 4),
+        });
+    }
+    out
+}
+
+/// Refuses `plan` where a tensor cannot fit one of the device's buffers or flash attention's
+/// tiles cannot fit its shared memory; returns notes for the plan table (the estimate against the
+/// device's memory, which is a warning, not a refusal: the figure is an estimate).
+pub fn check(
+    plan: &TrainPlan,
+    estimate: &MemoryEstimate,
+    device: &DeviceMemory,
+) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    let mut notes = Vec::new();
+    if let Some(limit) = device.max_buffer_bytes {
+        let bufs = buffers(plan, estimate.lm_head_chunk_rows);
+        let fits = bufs
+            .iter()
+            .filter_map(|b| b.per_sequence.map(|s| limit / s))
+            .min()
+            .unwrap_or(u64::MAX);
+        for b in bufs.iter().filter(|b| b.bytes > limit) {
+            let advice = match b.per_sequence {
+                _ if bufs.iter().any(|x| x.per_sequence.is_none() && x.bytes > limit) => {
+                    "no micro-batch fits: the model itself is too large for this device's buffers"
+                        .to_string()
+                }
+                Some(_) if fits == 0 => format!(
+                    "not even one sequence of {} tokens fits: lower batch.seq_len",
+                    plan.config.batch.seq_len
+                ),
+                Some(_) => format!("the largest micro-batch that fits is {fits}"),
+                None => "lower device.lm_head_chunk_rows".to_string(),
+            };
+            problems.push(format!(
+                "{} needs {} in one buffer; the device's largest buffer is {} ({advice})",
+                b.name,
+                mb(b.bytes),
+                mb(limit)
+            ));
+        }
+    }
+    if let (Some(shared), Some(units), true) = (
+        device.shared_memory_bytes,
+        device.max_units_per_cube,
+        plan.model.flash_attention,
+    ) {
+        let hd = plan.model.n_embd / plan.model.n_head;
+        if let Some(need) = flash_attention_shortfall(hd, shared, units) {
+            problems.push(format!(
+                "flash attention with head size {hd} needs {need} B of shared memory per \
+                 workgroup; the device has {shared} B (set device.flash_attention: false to use \
+                 the composed attention)"
+            ));
+        }
+    }
+    let budget = plan
+        .config
+        .device
+        .memory_gb
+        .map(|g| ((g * 1e9) as u64, "device.memory_gb"))
+        .or(device.capacity_bytes.map(|c| (c, "the device's memory")));
+    if let Some((budget, what)) = budget {
+        let verdict = if estimate.total <= budget {
+            "fits"
+        } else {
+            "does NOT fit"
+        };
+        notes.push(format!(
+            "estimate {} {verdict} {what} ({})",
+            mb(estimate.total),
+            mb(budget)
+        ));
+    }
+    if problems.is_empty() {
+        Ok(notes)
+    } else {
+        Err(TrainError::Device {
+            requested: format!("{} {:?}", plan.config.device.kind, plan.config.device.ids),
+            message: problems.join("; "),
+            hint: "lower batch.micro_batch (keeping total_batch_tokens: more accumulation) or \
+                   batch.seq_len, or train on a device with larger limits"
+                .into(),
+        })
+    }
+}
+
+/// The shared memory flash attention needs beyond `shared` bytes, when its tiles cannot fit.
+fn flash_attention_shortfall(head_dim: usize, shared: usize, units: usize) -> Option<usize> {
+    #[cfg(any(feature = "cuda", feature = "wgpu"))]
+    {
+        use gpt2_model::cube::attention::{block_rows, Kernel};
+        for kernel in [Kernel::KeyValueTiles, Kernel::QueryTiles] {
+            if block_rows(head_dim, shared, units, kernel).is_none() {
+                return Some(kernel.shared_bytes_per_row(head_dim));
+            }
+        }
+        None
+    }
+    #[cfg(not(any(feature = "cuda", feature = "wgpu")))]
+    {
+        let _ = (head_dim, shared, units);
+        None
+    }
+}
+
+/// Bytes as MB (10⁶), one decimal.
+pub fn mb(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+impl MemoryEstimate {
+    /// Rows for the plan table.
+    pub fn rows(&self) -> Vec<(String, String)> {
+        vec![
+            (
+                "memory/device".into(),
+                format!(
+                    "{} total: weights {}, gradients {}, AdamW {}, activations {}",
+                    mb(self.total),
+                    mb(self.weights),
+                    mb(self.gradients),
+                    mb(self.optimizer),
+                    mb(self.activations)
+                ),
+            ),
+            (
+                "largest temporary".into(),
+                format!(
+                    "{} ({}; LM head in chunks of {} rows)",
+                    mb(self.largest_temporary),
+                    self.largest_temporary_is,
+                    self.lm_head_chunk_rows
+                ),
+            ),
+        ]
+    }
+}
