@@ -1,16 +1,19 @@
 # Thin entry points; each target is one or two commands. See README.md.
 SHELL := bash
 CARGO ?= cargo
-# Cargo features of the demo and test builds: the same set for both, so Burn is compiled once.
-# `wgpu` adds Burn's wgpu backend (device.kind: wgpu); CPU stays the default device.
+# Cargo features of the test build: `wgpu` adds Burn's wgpu backend (device.kind: wgpu) and its
+# test suites. The demo runs on the CPU and builds without it (DEMO_FEATURES), which keeps its
+# first build to flex's crates; the two builds share every crate whose features agree and
+# keep separate copies of the others, so neither rebuilds the other's.
 FEATURES ?= wgpu
+DEMO_FEATURES ?=
 
-.PHONY: demo test check-cuda gpu-bundle bench bench-data bench-train bench-model fmt lint clean
+.PHONY: demo test check-cuda gpu-bundle bench bench-data bench-train bench-model bench-memory bench-kernels bench-eval fmt lint clean
 
 ## The main job on the embedded default: CPU, the bundled sample corpus, the tiny-cpu model.
 demo:
-	$(CARGO) run --features "$(FEATURES)" --bin gpt2 -- prepare --config configs/data/sample.yaml
-	$(CARGO) run --features "$(FEATURES)" --bin gpt2 -- train --config configs/train/tiny-cpu.yaml --resume auto
+	$(CARGO) run --features "$(DEMO_FEATURES)" --bin gpt2 -- prepare --config configs/data/sample.yaml
+	$(CARGO) run --features "$(DEMO_FEATURES)" --bin gpt2 -- train --config configs/train/tiny-cpu.yaml --resume auto
 
 ## Every test in the workspace, then one summary line ("N passed, N failed"). The wgpu suites
 ## run where a Vulkan/Metal/DX12 adapter exists and print SKIPPED elsewhere (CI requires one).
@@ -48,6 +51,18 @@ bench-train:
 ## Per-component model throughput (forward+backward vs forward only), for profiling.
 bench-model:
 	bash experiments/bench_model.sh 2
+
+## Peak device memory of gpt2-10m training steps on the wgpu device at T = 64, 256, 1024.
+bench-memory:
+	bash experiments/bench_memory.sh
+
+## Kernel launches and bytes reserved per optimizer step on the wgpu device, ours vs composed.
+bench-kernels:
+	bash experiments/launch_count.sh
+
+## gpt2 eval --task on the full test sets vs the transformers scorer (EVALDATA=dir of the sets).
+bench-eval:
+	bash experiments/bench_eval.sh
 
 fmt:
 	$(CARGO) fmt --all

@@ -89,6 +89,22 @@ pub fn chunk_rows_for(max_buffer_bytes: Option<u64>, vocab: usize) -> usize {
     ((budget / (4 * vocab.max(1) as u64)) as usize).max(1)
 }
 
+/// Set by [`set_composed_kernels`].
+static COMPOSED_KERNELS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// On the GPU backends, run every fused op with the composed tensor ops instead of this crate's
+/// CubeCL kernels (`cube/`), for the whole process: the trainer's `device.kernels: composed`. A
+/// fallback should a kernel misbehave on some GPU, and the reference the kernels are measured
+/// against. flex is unaffected (its kernels are CPU code).
+pub fn set_composed_kernels(on: bool) {
+    COMPOSED_KERNELS.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether [`set_composed_kernels`] is on.
+pub fn composed_kernels() -> bool {
+    COMPOSED_KERNELS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Where a peak-memory figure comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PeakSource {

@@ -60,5 +60,5 @@ pub use model::{
     causal_attention, cross_entropy, cross_entropy_reference, gelu_tanh, lm_head_loss, Block,
     CausalSelfAttention, Gpt2, KvCache, LayerKv, Mlp,
 };
-pub use optim::{adamw_step, adamw_step_composed, AdamWHyper};
+pub use optim::{adamw_step, AdamWHyper};
 pub use params::DecayGroups;

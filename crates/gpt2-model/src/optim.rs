@@ -1,13 +1,13 @@
 //! The optimizer's update as a tensor-level op, for the trainer's AdamW: one kernel per parameter
-//! tensor on the GPU backends (`cube/adamw.rs`), the backend's elementwise ops on flex. The
-//! formula is [`AdamWHyper`]'s; the trainer keeps the state (moments, step count, groups).
+//! tensor on the GPU backends (`cube/adamw.rs`; composed with `set_composed_kernels`), the
+//! backend's elementwise ops on flex. The formula is [`AdamWHyper`]'s; the trainer keeps the state
+//! (moments, step count, groups).
 
 use burn::backend::Dispatch;
 use burn::tensor::Tensor;
 
 pub use crate::fused::AdamWHyper;
 use crate::fused::FusedOps;
-use crate::row_kernels::composed_adamw;
 
 /// One AdamW step of a flattened parameter `p` with gradient `g` and moments `m`, `v` (f32, one
 /// length): `(p', m', v')`, through the backend's fused op.
@@ -29,29 +29,6 @@ pub fn adamw_step(
         h.decay,
         h.grad_scale,
         h.step,
-    );
-    (
-        Tensor::from_dispatch(p),
-        Tensor::from_dispatch(m),
-        Tensor::from_dispatch(v),
-    )
-}
-
-/// [`adamw_step`] composed of the backend's elementwise ops (about twenty passes): the reference
-/// the fused kernel is tested against, and `optimizer.fused: false`.
-pub fn adamw_step_composed(
-    p: Tensor<1>,
-    g: Tensor<1>,
-    m: Tensor<1>,
-    v: Tensor<1>,
-    h: &AdamWHyper,
-) -> (Tensor<1>, Tensor<1>, Tensor<1>) {
-    let (p, m, v) = composed_adamw::<Dispatch>(
-        p.into_dispatch(),
-        g.into_dispatch(),
-        m.into_dispatch(),
-        v.into_dispatch(),
-        h,
     );
     (
         Tensor::from_dispatch(p),

@@ -37,18 +37,21 @@ impl AdamWHyper {
         (1.0 - self.beta1.powi(t), 1.0 - self.beta2.powi(t))
     }
 
-    /// `[lr, β1, β2, eps, decay, grad_scale, 1 − β1ᵗ, 1 − β2ᵗ]` as the kernels take them.
-    pub fn kernel_values(&self) -> [f32; 8] {
+    /// The scalars of the update as the composed ops use them, each rounded from f64 to f32
+    /// once: `[grad_scale, β1, 1 − β1, β2, 1 − β2, decay, 1 − β2ᵗ, eps, 1 − β1ᵗ, lr]`.
+    pub fn kernel_scalars(&self) -> [f32; 10] {
         let (bc1, bc2) = self.bias_corrections();
         [
-            self.lr,
-            self.beta1,
-            self.beta2,
-            self.eps,
-            self.decay,
             self.grad_scale,
-            bc1,
+            self.beta1,
+            1.0 - self.beta1,
+            self.beta2,
+            1.0 - self.beta2,
+            self.decay,
             bc2,
+            self.eps,
+            bc1,
+            self.lr,
         ]
         .map(|x| x as f32)
     }

@@ -67,10 +67,6 @@ pub struct OptimizerConfig {
     /// Clip the global L2 norm of all gradients to this (GPT-3: 1.0); 0 disables.
     #[serde(default = "clip")]
     pub grad_clip: f64,
-    /// The update as one fused op per parameter tensor (a CubeCL kernel on CUDA/wgpu), or, with
-    /// `false`, composed of the backend's elementwise ops (the reference; same formula).
-    #[serde(default = "yes")]
-    pub fused: bool,
 }
 
 fn beta1() -> f64 {
@@ -124,10 +120,24 @@ pub struct DeviceConfig {
     /// attention, which stores `[B, nh, T, T]` probabilities per layer (a fallback).
     #[serde(default = "yes")]
     pub flash_attention: bool,
+    /// CUDA/wgpu: `fused` (default) runs LayerNorm, GELU, the loss rows, attention and the
+    /// AdamW update as this project's CubeCL kernels; `composed` runs them as Burn's tensor ops
+    /// (a fallback, and the reference they are measured against). flex has its own kernels.
+    #[serde(default)]
+    pub kernels: Kernels,
     /// Data parallel: the gradients are averaged over the devices in buckets of this many MB
     /// (10⁶ bytes) of the flattened f32 gradients, one reduction each (PyTorch DDP: 25).
     #[serde(default = "bucket_mb")]
     pub bucket_mb: f64,
+}
+
+/// Which implementation of the fused ops the GPU backends run (`device.kernels`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kernels {
+    #[default]
+    Fused,
+    Composed,
 }
 
 fn bucket_mb() -> f64 {
@@ -147,6 +157,7 @@ impl Default for DeviceConfig {
             memory_gb: None,
             lm_head_chunk_rows: None,
             flash_attention: true,
+            kernels: Kernels::Fused,
             bucket_mb: bucket_mb(),
         }
     }
@@ -157,7 +168,7 @@ impl Default for DeviceConfig {
 pub struct EvalConfig {
     /// Validation loss every this many steps (0: only at the end).
     pub interval: u64,
-    /// Tokens of the held-out split per evaluation.
+    /// Tokens of the held-out split per evaluation (0: no validation loss, e.g. benchmarks).
     pub tokens: u64,
     /// Zero-shot tasks scored at the same steps (llm.c scores HellaSwag during training), e.g.
     /// `[{task: hellaswag, data: hellaswag_val.jsonl, limit: 500}]`; each adds a row to

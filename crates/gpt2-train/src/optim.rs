@@ -18,7 +18,7 @@ use std::path::Path;
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, TensorData};
-use gpt2_model::{adamw_step, adamw_step_composed, AdamWHyper, Gpt2};
+use gpt2_model::{adamw_step, AdamWHyper, Gpt2};
 use safetensors::tensor::{Dtype, TensorView};
 
 use crate::error::{IoContext, Result, TrainError};
@@ -35,22 +35,10 @@ pub struct AdamWParams {
 
 /// Optimizer state: first and second moments (f32, on the training device's inner backend)
 /// and the step count t.
+#[derive(Default)]
 pub struct AdamW {
     pub t: u64,
     moments: BTreeMap<String, (Tensor<1>, Tensor<1>)>,
-    /// The update as one kernel per tensor (`gpt2_model::adamw_step`: a CubeCL kernel on the GPU
-    /// backends) rather than the backend's composed tensor ops (`optimizer.fused: false`).
-    pub fused: bool,
-}
-
-impl Default for AdamW {
-    fn default() -> Self {
-        Self {
-            t: 0,
-            moments: BTreeMap::new(),
-            fused: true,
-        }
-    }
 }
 
 impl AdamW {
@@ -161,11 +149,7 @@ impl AdamW {
                 }
             };
         }
-        Ok(Self {
-            t,
-            moments,
-            fused: true,
-        })
+        Ok(Self { t, moments })
     }
 
     /// Check that every parameter of `model` has state (after a load).
@@ -244,13 +228,9 @@ impl ModuleMapper for StepMapper<'_> {
             grad_scale: self.grad_scale,
             step: self.opt.t,
         };
-        // One kernel per tensor on the GPU backends; flex's tensor ops elsewhere (the same
-        // formula, gpt2_model::AdamWHyper).
-        let (new, m, v) = if self.opt.fused {
-            adamw_step(x, g, m, v, &hyper)
-        } else {
-            adamw_step_composed(x, g, m, v, &hyper)
-        };
+        // One kernel per tensor on the GPU backends (unless `device.kernels: composed`); flex's
+        // tensor ops on the CPU. The same formula, gpt2_model::AdamWHyper.
+        let (new, m, v) = adamw_step(x, g, m, v, &hyper);
         self.opt.moments.insert(name, (m, v));
         let mut new = Tensor::<D>::from_inner(new.reshape(shape));
         if require_grad {

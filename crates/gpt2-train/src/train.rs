@@ -224,6 +224,7 @@ pub fn train(plan: TrainPlan, opts: &TrainOptions) -> Result<Summary> {
 
     // --- Devices, and the plan fitted to them (refused here if it cannot fit). --------------
     let devices = devices(&plan)?;
+    gpt2_model::device::set_composed_kernels(cfg.device.kernels == crate::config::Kernels::Composed);
     let (plan, notes) = fit_to_device(plan, &devices[0])?;
     notes.into_iter().for_each(&say);
     std::fs::create_dir_all(&run_dir).at(&run_dir)?;
@@ -491,7 +492,7 @@ fn replicas(
     let shuffle = cfg.data.shuffle.then_some(cfg.seed);
     let mut ranks = Vec::with_capacity(world);
     for (r, (model, device)) in models.into_iter().zip(autodiff).enumerate() {
-        let mut opt = match start {
+        let opt = match start {
             Some(dir) => {
                 let opt = AdamW::load(&dir.join(checkpoint::OPTIMIZER), &devices[r])?;
                 opt.check_covers(&model, dir)?;
@@ -499,7 +500,6 @@ fn replicas(
             }
             None => AdamW::default(),
         };
-        opt.fused = cfg.optimizer.fused;
         // The shards' checksums are verified once, by rank 0.
         let verify = cfg.data.verify && r == 0;
         let shards = &cfg.data.shards;
@@ -614,9 +614,9 @@ fn step(
 }
 
 /// Mean validation loss over the ranks, each on its share (rank r of the `val` split) of
-/// `eval.tokens`; `None` without a usable `val` split.
+/// `eval.tokens`; `None` without a usable `val` split or with `eval.tokens: 0`.
 fn validate(plan: &TrainPlan, ranks: &mut [Rank], parallel: bool) -> Result<Option<f64>> {
-    if ranks.iter().any(|r| r.val.is_none()) {
+    if plan.config.eval.tokens == 0 || ranks.iter().any(|r| r.val.is_none()) {
         return Ok(None);
     }
     let c = &plan.config;

@@ -180,11 +180,17 @@ fn wikitext_documents_words_and_detokenisation_of_the_whole_test_file() {
     let bytes: usize = pages.iter().map(|p| p.len()).sum();
     assert_eq!(words as u64, want["words"].as_u64().unwrap());
     assert_eq!(bytes as u64, want["bytes"].as_u64().unwrap());
-    let concat: String = pages.iter().map(|p| tasks::wikitext_detokenize(p)).collect();
+    let detok: Vec<String> = pages.iter().map(|p| tasks::wikitext_detokenize(p)).collect();
+    // The scorer hashed its detokenised documents joined by NUL bytes.
     assert_eq!(
-        hex(&Sha256::digest(concat.as_bytes())),
+        hex(&Sha256::digest(detok.join("\0").as_bytes())),
         want["detok_sha256_concat"].as_str().unwrap()
     );
+    let tokens: usize = detok
+        .iter()
+        .map(|d| gpt2_data::tokenizer::encode_ordinary(d).len())
+        .sum();
+    assert_eq!(tokens as u64, want["tokens"].as_u64().unwrap());
     let titles: Vec<&str> = pages.iter().map(|p| p.split('\n').next().unwrap().trim()).collect();
     assert_eq!(titles.last().copied(), want["last_title"].as_str());
 }

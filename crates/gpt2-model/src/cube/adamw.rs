@@ -13,6 +13,8 @@ use cubecl::{calculate_cube_count_elemwise, CubeDim};
 
 use crate::fused::AdamWHyper;
 
+/// The composed update's operations in its order, one rounding each (the scalars are the f64
+/// values rounded to f32 once, as the composed ops round them), so the two agree to the bit.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn adamw_kernel(
@@ -23,26 +25,32 @@ fn adamw_kernel(
     p_out: &mut Tensor<f32>,
     m_out: &mut Tensor<f32>,
     v_out: &mut Tensor<f32>,
-    lr: f32,
-    beta1: f32,
-    beta2: f32,
-    eps: f32,
-    decay: f32,
-    grad_scale: f32,
-    bc1: f32,
-    bc2: f32,
+    s: Sequence<f32>,
 ) {
     let i = ABSOLUTE_POS;
     if i >= p_out.len() {
         terminate!();
     }
-    let grad = g[i] * grad_scale;
-    let m_new = m[i] * beta1 + grad * (1.0f32 - beta1);
-    let v_new = v[i] * beta2 + grad * grad * (1.0f32 - beta2);
+    let grad = g[i] * *s.index(0);
+    let m_beta = m[i] * *s.index(1);
+    let m_grad = grad * *s.index(2);
+    let m_new = m_beta + m_grad;
+    let v_beta = v[i] * *s.index(3);
+    let g2 = grad * grad;
+    let v_grad = g2 * *s.index(4);
+    let v_new = v_beta + v_grad;
     let x = p[i];
-    let decayed = x - x * decay;
-    let denom = (v_new / bc2).sqrt() + eps;
-    p_out[i] = decayed - m_new / bc1 / denom * lr;
+    let mut decayed = x;
+    if *s.index(5) > 0.0f32 {
+        let shrink = x * *s.index(5);
+        decayed = x - shrink;
+    }
+    let v_hat = v_new / *s.index(6);
+    let denom = v_hat.sqrt() + *s.index(7);
+    let m_hat = m_new / *s.index(8);
+    let ratio = m_hat / denom;
+    let update = ratio * *s.index(9);
+    p_out[i] = decayed - update;
     m_out[i] = m_new;
     v_out[i] = v_new;
 }
@@ -66,7 +74,10 @@ pub fn step(
     };
     let (p_out, m_out, v_out) = (empty(), empty(), empty());
     let dim = CubeDim::new_1d(256);
-    let [lr, beta1, beta2, eps, decay, grad_scale, bc1, bc2] = h.kernel_values();
+    let mut scalars = SequenceArg::new();
+    for x in h.kernel_scalars() {
+        scalars.push(x);
+    }
     adamw_kernel::launch(
         &client,
         calculate_cube_count_elemwise(&client, n, dim),
@@ -78,14 +89,7 @@ pub fn step(
         p_out.clone().into_tensor_arg(),
         m_out.clone().into_tensor_arg(),
         v_out.clone().into_tensor_arg(),
-        lr,
-        beta1,
-        beta2,
-        eps,
-        decay,
-        grad_scale,
-        bc1,
-        bc2,
+        scalars,
     );
     (p_out, m_out, v_out)
 }

@@ -5,6 +5,10 @@
 //! - [`rows`]: the LM head's loss rows and evaluation's NLL rows, GELU and its derivative;
 //! - [`norm`]: LayerNorm, forward and backward;
 //! - [`adamw`]: the optimizer step, one kernel per parameter tensor.
+//!
+//! [`crate::device::set_composed_kernels`] turns them all off for the process, back to the
+//! composed tensor ops (`row_kernels.rs`): a fallback should a kernel misbehave on some GPU, and
+//! the "before" of the launch-count benchmark.
 
 pub mod adamw;
 pub mod attention;
@@ -12,9 +16,15 @@ pub mod norm;
 pub mod rows;
 
 use burn::backend::Cube;
+use burn::backend::TensorMetadata;
 use burn_cubecl::tensor::CubeTensor;
 
-use crate::fused::{AdamWHyper, RowKernels};
+use crate::device::composed_kernels;
+use crate::row_kernels::{
+    composed_adamw, composed_attention_backward, composed_attention_forward, composed_gelu,
+    composed_gelu_backward, composed_layer_norm_backward, composed_layer_norm_forward,
+    composed_softmax_xent, composed_token_nll, AdamWHyper, RowKernels,
+};
 
 impl RowKernels for Cube {
     fn adamw(
@@ -24,6 +34,9 @@ impl RowKernels for Cube {
         v: CubeTensor,
         h: &AdamWHyper,
     ) -> (CubeTensor, CubeTensor, CubeTensor) {
+        if composed_kernels() {
+            return composed_adamw::<Cube>(p, g, m, v, h);
+        }
         adamw::step(p, g, m, v, h)
     }
 
@@ -33,6 +46,9 @@ impl RowKernels for Cube {
         beta: CubeTensor,
         eps: f64,
     ) -> (CubeTensor, CubeTensor) {
+        if composed_kernels() {
+            return composed_layer_norm_forward::<Cube>(x, gamma, beta, eps);
+        }
         norm::forward(x, gamma, beta, eps)
     }
 
@@ -42,22 +58,37 @@ impl RowKernels for Cube {
         stats: CubeTensor,
         dy: CubeTensor,
     ) -> (CubeTensor, CubeTensor, CubeTensor) {
+        if composed_kernels() {
+            return composed_layer_norm_backward::<Cube>(x, gamma, stats, dy);
+        }
         norm::backward(x, gamma, stats, dy)
     }
 
     fn softmax_xent(logits: CubeTensor, targets: CubeTensor) -> (CubeTensor, CubeTensor) {
+        if composed_kernels() {
+            return composed_softmax_xent::<Cube>(logits, targets);
+        }
         rows::softmax_xent(logits, targets)
     }
 
     fn token_nll_rows(logits: CubeTensor, targets: CubeTensor) -> CubeTensor {
+        if composed_kernels() {
+            return composed_token_nll::<Cube>(logits, targets);
+        }
         rows::token_nll(logits, targets)
     }
 
     fn gelu_tanh_forward(x: CubeTensor) -> CubeTensor {
+        if composed_kernels() {
+            return composed_gelu::<Cube>(x);
+        }
         rows::gelu(x)
     }
 
     fn gelu_tanh_backward(x: CubeTensor, dy: CubeTensor) -> CubeTensor {
+        if composed_kernels() {
+            return composed_gelu_backward::<Cube>(x, dy);
+        }
         rows::gelu_backward(x, dy)
     }
 
@@ -67,6 +98,9 @@ impl RowKernels for Cube {
         v: CubeTensor,
         scale: f64,
     ) -> (CubeTensor, CubeTensor) {
+        if composed_kernels() {
+            return composed_attention_forward::<Cube>(q, k, v, scale);
+        }
         let (o, saved) = attention::forward(q, k, v, scale, None);
         (o, saved.lse)
     }
@@ -76,16 +110,21 @@ impl RowKernels for Cube {
         k: CubeTensor,
         v: CubeTensor,
         o: CubeTensor,
-        lse: CubeTensor,
+        stats: CubeTensor,
         d_o: CubeTensor,
         scale: f64,
     ) -> (CubeTensor, CubeTensor, CubeTensor) {
+        // The forward kept the probabilities `[B, nh, T, T]` when it ran composed, the row
+        // log-sum-exp `[B·nh·T]` when it ran flash.
+        if stats.shape().num_dims() == 4 {
+            return composed_attention_backward::<Cube>(q, k, v, o, stats, d_o, scale);
+        }
         let saved = attention::FlashSaved {
             q,
             k,
             v,
             o,
-            lse,
+            lse: stats,
             scale,
         };
         attention::backward(saved, d_o, None)
