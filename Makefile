@@ -23,10 +23,11 @@ test:
 	status=$$?; bash scripts/test-summary.sh target/test-output.log; exit $$status
 
 ## Type-check the CUDA path without a GPU or network (.cargo/config.toml sets DOCS_RS so the
-## LLVM bundler of cubecl-llvm downloads nothing). Own target dir: the CUDA feature set
-## rebuilds Burn's crates, which would otherwise evict the test build's.
+## LLVM bundler of cubecl-llvm downloads nothing). In the shared target dir: its proc macros and
+## build scripts are the test build's, and the CUDA crates' metadata sits beside the test
+## build's artifacts (different feature hashes) without replacing them.
 check-cuda:
-	CARGO_TARGET_DIR=target/cuda-check $(CARGO) check -p gpt2-cli --features cuda
+	$(CARGO) check -p gpt2-cli --features cuda
 
 ## The `--features cuda` release binary, stripped and gzipped for a GPU machine without network
 ## (target/gpu/gpt2.gz; experiments/gpu.sh unpacks it). ~40 min from clean on 2 cores.

@@ -7,7 +7,7 @@
 static void gpt2_llvm_stub_called(const char *name) {
     fprintf(stderr,
             "gpt2: %s was called, but this CUDA build has no LLVM (kernels are compiled by "
-            "NVRTC; see README, 'Running on CUDA'). Please report this as a bug.\n",
+            "NVRTC; see docs/gpus.md, 'Running on CUDA'). Please report this as a bug.\n",
             name);
     abort();
 }

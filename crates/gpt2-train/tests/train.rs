@@ -381,24 +381,23 @@ mod wgpu {
         super::data_parallel::two_devices_equal_one_with_twice_the_accumulation(&device);
     }
 
-    /// Issue 18's shapes: `gpt2-10m` at micro-batch 16 × seq_len 1024 (16,384 tokens a step) on
-    /// lavapipe, whose buffers stop at 128 MiB: the `[16384, 50257]` logits (3.3 GB) could not
-    /// exist there, the LM head's 600-row chunks (120 MB) can. Two steps, finite losses, the
-    /// first equal to flex's first-step loss (same weights, same batch) within 1e-4.
-    #[test]
-    fn gpt2_10m_trains_at_16_by_1024_on_lavapipe_like_flex() {
-        if gpt2_model::testing::wgpu_or_skip("gpt2-10m at 16 x 1024").is_none() {
-            return;
-        }
+    /// `gpt2-10m` at `micro_batch` × 1024 on the wgpu device: two steps, finite losses, the first
+    /// equal to flex's first-step loss (same weights, same batch) within 1e-4, and the step's
+    /// peak device memory reported.
+    fn gpt2_10m_at_1024_like_flex(micro_batch: usize) {
         let dir = tempfile::tempdir().unwrap();
+        let b = format!("batch.micro_batch={micro_batch}");
+        let total = format!("batch.total_batch_tokens={}", micro_batch * 1024);
         let shape = [
             "model=gpt2-10m",
-            "batch.micro_batch=16",
+            &b,
             "batch.seq_len=1024",
-            "batch.total_batch_tokens=16384",
+            &total,
             "eval.interval=0",
             "eval.tokens=0",
             "checkpoint.at_end=false",
+            // flex runs one step (its first loss is all that is compared): warmup fits both.
+            "optimizer.warmup_steps=1",
         ];
         let on = |kind: &'static str, steps: &'static str| {
             let mut e = shape.to_vec();
@@ -421,7 +420,34 @@ mod wgpu {
         let rows = metrics::read(&w.join("metrics.jsonl")).unwrap();
         let peak = rows[0].mem_peak_mb.expect("mem_peak_mb on every train row");
         assert_eq!(rows[0].mem_peak_kind.as_deref(), Some("device"));
-        eprintln!("gpt2-10m 16 x 1024 on lavapipe: peak {peak:.0} MB, losses {lw:?} (flex {lf:?})");
+        eprintln!(
+            "gpt2-10m {micro_batch} x 1024 on wgpu: peak {peak:.0} MB, losses {lw:?} (flex {lf:?})"
+        );
+    }
+
+    /// Past the buffer limit on lavapipe: at micro-batch 2 × 1024 the logits would be
+    /// `[2048, 50257]` f32, 412 MB, 3.1× the 128 MiB a buffer may hold there (before the chunked
+    /// head this shape failed to allocate); the LM head's 600-row chunks (120 MB) fit.
+    #[test]
+    fn gpt2_10m_trains_past_the_buffer_limit_on_lavapipe_like_flex() {
+        if gpt2_model::testing::wgpu_or_skip("gpt2-10m at 2 x 1024").is_none() {
+            return;
+        }
+        gpt2_10m_at_1024_like_flex(2);
+    }
+
+    /// Issue 18's own shape, micro-batch 16 × 1024 (16,384 tokens, logits that would be 3.3 GB).
+    /// Ignored in `make test`: on lavapipe, about 5 GFLOP/s, one step of it takes ~7 minutes
+    /// (measured: experiments/RESULTS.md, "Peak device memory"); the 2 × 1024 test above checks
+    /// the same property at a quarter of the cost. Run it with
+    /// `cargo test -p gpt2-train --features wgpu --test train -- --ignored gpt2_10m_trains_at_16`.
+    #[test]
+    #[ignore = "~15 minutes on lavapipe; run with --ignored"]
+    fn gpt2_10m_trains_at_16_by_1024_on_lavapipe_like_flex() {
+        if gpt2_model::testing::wgpu_or_skip("gpt2-10m at 16 x 1024").is_none() {
+            return;
+        }
+        gpt2_10m_at_1024_like_flex(16);
     }
 
     /// A micro-batch whose tensors cannot fit lavapipe's 128 MiB buffers is refused before
