@@ -10,15 +10,19 @@
 # Needs the test sets (not bundled): EVALDATA holds lambada_openai/lambada_test.jsonl,
 # hellaswag-klosax/hellaswag_val_full.txt.bz2, wikitext-2-raw/wiki.test.raw, ptb/ptb.test.txt.
 # The scorer runs in experiments/.venv (torch, transformers, tiktoken from PyPI; see
-# tests/reference/eval/README.md). LIMIT=N scores only the first N examples of each set.
+# tests/reference/eval/README.md). LIMIT=N scores only the first N examples of each set; BIN=path
+# runs a `gpt2` binary built elsewhere (e.g. a clean clone's `make demo`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 EVALDATA="${EVALDATA:-$ROOT/../shared/fixtures/evaldata}"
 THREADS="${THREADS:-$(nproc)}"
 OUT="${OUT:-$(mktemp -d)}"
-cargo build -q --bin gpt2   # make demo's build: the CPU backend, optimised (profile.dev)
-BIN=$ROOT/target/debug/gpt2
+# make demo's build: the CPU backend, optimised (profile.dev). BIN=path uses a prebuilt one.
+if [ -z "${BIN:-}" ]; then
+  cargo build -q --bin gpt2
+  BIN=$ROOT/target/debug/gpt2
+fi
 bash experiments/setup_tiktoken.sh >/dev/null
 PY=experiments/.venv/bin/python
 "$PY" -c "import torch, transformers" 2>/dev/null || "$PY" -m pip install -q torch transformers safetensors numpy

@@ -137,9 +137,9 @@ fn run_task(a: &EvalArgs, task: &str) -> Result<()> {
         report.n,
         report.seconds,
         report.n as f64 / report.seconds.max(1e-9),
-        report
-            .stride
-            .map_or(String::new(), |s| format!(" | overlapping windows, stride {s}"))
+        report.stride.map_or(String::new(), |s| format!(
+            " | overlapping windows, stride {s}"
+        ))
     );
     if let Some(path) = &a.json {
         let text = serde_json::to_string_pretty(&report).context("serialising the report")? + "\n";

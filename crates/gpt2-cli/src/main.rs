@@ -32,27 +32,39 @@ struct Cli {
 enum Command {
     /// Filter pushshift Reddit submission dumps into the URL list an external scraper fetches
     /// (WebText's link selection: karma ≥ 3, no Wikipedia, no media hosts, deduplicated).
-    #[command(after_help = "Example:\n  gpt2 urls RS_2017-*.zst --out data/urls.parquet --txt data/urls.txt")]
+    #[command(
+        after_help = "Example:\n  gpt2 urls RS_2017-*.zst --out data/urls.parquet --txt data/urls.txt"
+    )]
     Urls(urls::UrlsArgs),
     /// Turn documents (JSON lines, Parquet, .txt or .html) into GPT-2 token shards with a
     /// held-out split: clean, filter, deduplicate, tokenise, shard (llm.c format).
-    #[command(after_help = "Example (the bundled sample corpus → data/shards/sotu):\n  gpt2 prepare --config configs/data/sample.yaml")]
+    #[command(
+        after_help = "Example (the bundled sample corpus → data/shards/sotu):\n  gpt2 prepare --config configs/data/sample.yaml"
+    )]
     Prepare(prepare::PrepareArgs),
     /// Pretrain GPT-2 from a YAML run config: AdamW, warmup + cosine, global-norm clipping,
     /// gradient accumulation, periodic validation, atomic checkpoints and exact resume.
-    #[command(after_help = "Examples:\n  gpt2 train --config configs/train/tiny-cpu.yaml --resume auto\n  gpt2 train --config configs/train/gpt2-117m.yaml --dry-run")]
+    #[command(
+        after_help = "Examples:\n  gpt2 train --config configs/train/tiny-cpu.yaml --resume auto\n  gpt2 train --config configs/train/gpt2-117m.yaml --dry-run"
+    )]
     Train(train::TrainArgs),
     /// Held-out loss (nats/token), perplexity and bits per byte of a checkpoint (ours or HF
     /// GPT-2 weights) on token shards, with a per-shard table and optional JSON.
-    #[command(after_help = "Example:\n  gpt2 eval --checkpoint runs/tiny-cpu --shards data/shards/sotu --json runs/tiny-cpu/eval.json")]
+    #[command(
+        after_help = "Example:\n  gpt2 eval --checkpoint runs/tiny-cpu --shards data/shards/sotu --json runs/tiny-cpu/eval.json"
+    )]
     Eval(eval::EvalArgs),
     /// Generate text from a checkpoint, streamed to stdout as it is sampled (KV cache;
     /// temperature, top-k, top-p, seed).
-    #[command(after_help = "Example:\n  gpt2 sample --checkpoint runs/tiny-cpu --prompt \"Fellow citizens\" --max-new-tokens 50")]
+    #[command(
+        after_help = "Example:\n  gpt2 sample --checkpoint runs/tiny-cpu --prompt \"Fellow citizens\" --max-new-tokens 50"
+    )]
     Sample(sample::SampleArgs),
     /// Write a checkpoint as a Hugging Face GPT-2 directory: model.safetensors, config.json and
     /// the tokenizer files (vocab.json, merges.txt, …).
-    #[command(after_help = "Example:\n  gpt2 export --checkpoint runs/tiny-cpu --out exported/tiny-cpu")]
+    #[command(
+        after_help = "Example:\n  gpt2 export --checkpoint runs/tiny-cpu --out exported/tiny-cpu"
+    )]
     Export(export::ExportArgs),
 }
 

@@ -70,7 +70,10 @@ fn version_names_the_commit_and_help_shows_examples() {
     for cmd in ["urls", "prepare", "train", "eval", "sample", "export"] {
         let out = gpt2().args([cmd, "--help"]).output().unwrap();
         let help = String::from_utf8_lossy(&out.stdout).to_string();
-        assert!(help.contains("Example") && help.contains(&format!("gpt2 {cmd} ")), "{cmd}: {help}");
+        assert!(
+            help.contains("Example") && help.contains(&format!("gpt2 {cmd} ")),
+            "{cmd}: {help}"
+        );
     }
 }
 

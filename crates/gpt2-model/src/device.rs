@@ -84,8 +84,9 @@ pub fn lm_head_chunk_rows(device: &Device, vocab: usize) -> usize {
 
 /// [`lm_head_chunk_rows`] for a device whose largest buffer is `max_buffer_bytes`.
 pub fn chunk_rows_for(max_buffer_bytes: Option<u64>, vocab: usize) -> usize {
-    let budget = max_buffer_bytes
-        .map_or(LM_HEAD_CHUNK_BUDGET, |m| (m / 10 * 9).min(LM_HEAD_CHUNK_BUDGET));
+    let budget = max_buffer_bytes.map_or(LM_HEAD_CHUNK_BUDGET, |m| {
+        (m / 10 * 9).min(LM_HEAD_CHUNK_BUDGET)
+    });
     ((budget / (4 * vocab.max(1) as u64)) as usize).max(1)
 }
 

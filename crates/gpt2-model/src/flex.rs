@@ -37,7 +37,12 @@ fn flex_ids(t: &FlexTensor) -> Vec<usize> {
 }
 
 impl RowKernels for Flex {
-    fn layer_norm_inference(x: FlexTensor, gamma: FlexTensor, beta: FlexTensor, eps: f64) -> FlexTensor {
+    fn layer_norm_inference(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        eps: f64,
+    ) -> FlexTensor {
         // flex's own fused, SIMD LayerNorm (one pass per row); training needs the statistics
         // too and takes the composed forward.
         <Flex as ModuleOps<Flex>>::layer_norm(x, gamma, Some(beta), eps)

@@ -32,10 +32,10 @@ use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{backend_extension, Autodiff, Backend, Flex, Scalar, TensorMetadata};
 use burn::tensor::{Shape, Slice};
 
-pub use crate::row_kernels::{AdamWHyper, RowKernels};
 use crate::row_kernels::{
     cast_to, composed_attention_backward, composed_attention_forward, dims, to_f32,
 };
+pub use crate::row_kernels::{AdamWHyper, RowKernels};
 
 /// The fused ops, as a backend extension: concrete backends run the forward, `Autodiff<B>`
 /// adds the backward.
@@ -182,8 +182,14 @@ concrete_fused_ops!(burn::backend::Cube);
 
 /// Row ranges of at most `chunk_rows` rows (0: one range) covering `0..n`.
 pub(crate) fn row_chunks(n: usize, chunk_rows: usize) -> impl Iterator<Item = (usize, usize)> {
-    let chunk = if chunk_rows == 0 { n.max(1) } else { chunk_rows };
-    (0..n).step_by(chunk).map(move |start| (start, (start + chunk).min(n)))
+    let chunk = if chunk_rows == 0 {
+        n.max(1)
+    } else {
+        chunk_rows
+    };
+    (0..n)
+        .step_by(chunk)
+        .map(move |start| (start, (start + chunk).min(n)))
 }
 
 fn rows_of<B: Backend>(t: FloatTensor<B>, (start, end): (usize, usize)) -> FloatTensor<B> {
@@ -261,7 +267,10 @@ fn lm_head_nll_rows<B: RowKernels>(
     let mut parts: Vec<FloatTensor<B>> = row_chunks(n, chunk_rows)
         .map(|range| {
             let logits = B::float_matmul(rows_of::<B>(h.clone(), range), wte_t.clone());
-            B::token_nll_rows(to_f32::<B>(logits), int_rows_of::<B>(targets.clone(), range))
+            B::token_nll_rows(
+                to_f32::<B>(logits),
+                int_rows_of::<B>(targets.clone(), range),
+            )
         })
         .collect();
     if parts.len() == 1 {

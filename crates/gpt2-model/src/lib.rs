@@ -52,10 +52,10 @@ pub mod testing;
 mod wgpu_tests;
 
 pub use config::{ComputeDtype, Gpt2Config, EOT_TOKEN, GPT2_VOCAB_SIZE, PRESET_NAMES};
+pub use device::{device_memory, DeviceMemory};
 pub use error::{ModelError, Result};
 pub use generate::GenerateConfig;
 pub use hf::{load_hf, load_hf_with_config, read_hf_config, save_hf};
-pub use device::{device_memory, DeviceMemory};
 pub use model::{
     causal_attention, cross_entropy, cross_entropy_reference, gelu_tanh, lm_head_loss, Block,
     CausalSelfAttention, Gpt2, KvCache, LayerKv, Mlp,

@@ -239,7 +239,13 @@ impl CausalSelfAttention {
 ///
 /// # Shapes
 /// - `q`, `k`, `v`: `[B, nh, T, hd]` → `[B, nh, T, hd]`
-pub fn causal_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, scale: f64, flash: bool) -> Tensor<4> {
+pub fn causal_attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    scale: f64,
+    flash: bool,
+) -> Tensor<4> {
     Tensor::from_dispatch(<Dispatch as FusedOps>::causal_attention(
         q.into_dispatch(),
         k.into_dispatch(),
@@ -364,7 +370,10 @@ impl Block {
     /// # Shapes
     /// - `x`: `[B, T, C]` → output `[B, T, C]`
     pub fn forward(&self, x: Tensor<3>, cache: Option<&mut LayerKv>) -> Tensor<3> {
-        let x = x.clone() + self.attn.forward(layer_norm(&self.ln_1, x, self.eps), cache);
+        let x = x.clone()
+            + self
+                .attn
+                .forward(layer_norm(&self.ln_1, x, self.eps), cache);
         x.clone() + self.mlp.forward(layer_norm(&self.ln_2, x, self.eps))
     }
 }
@@ -635,7 +644,9 @@ impl Gpt2 {
     ) -> Tensor<2> {
         let chunk = self.lm_head_chunk_rows(&tokens.device());
         let [b, t] = tokens.dims();
-        let x = self.hidden(tokens, 0, None).reshape([b * t, self.config.n_embd]);
+        let x = self
+            .hidden(tokens, 0, None)
+            .reshape([b * t, self.config.n_embd]);
         let x = x.select(0, rows).unsqueeze::<3>(); // (1, M, C)
         let (h, wte) = self.head_inputs(x);
         Tensor::from_dispatch(<Dispatch as FusedOps>::lm_head_nll(

@@ -186,12 +186,15 @@ pub(crate) fn composed_nll<B: Backend>(
 pub(crate) fn causal_bias<B: Backend>(scores: &FloatTensor<B>) -> FloatTensor<B> {
     let t = dims(scores)[3];
     let mask: Vec<f32> = (0..t * t)
-        .map(|i| if i % t > i / t { f32::NEG_INFINITY } else { 0.0 })
+        .map(|i| {
+            if i % t > i / t {
+                f32::NEG_INFINITY
+            } else {
+                0.0
+            }
+        })
         .collect();
-    let bias = B::float_from_data(
-        TensorData::new(mask, [1, 1, t, t]),
-        &scores.device(),
-    );
+    let bias = B::float_from_data(TensorData::new(mask, [1, 1, t, t]), &scores.device());
     match scores.dtype() {
         DType::F32 => bias,
         dtype => B::float_cast(bias, dtype.into()),
@@ -223,7 +226,10 @@ pub(crate) fn composed_adamw<B: Backend>(
     } else {
         p
     };
-    let denom = B::float_add_scalar(B::float_sqrt(B::float_div_scalar(v.clone(), s(bc2))), s(h.eps));
+    let denom = B::float_add_scalar(
+        B::float_sqrt(B::float_div_scalar(v.clone(), s(bc2))),
+        s(h.eps),
+    );
     let update = B::float_mul_scalar(
         B::float_div(B::float_div_scalar(m.clone(), s(bc1)), denom),
         s(h.lr),
@@ -258,7 +264,15 @@ pub(crate) fn composed_layer_norm_backward<B: Backend>(
     dy: FloatTensor<B>,
 ) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
     let c = dims(&x)[1];
-    let col = |i: usize| B::float_slice(stats.clone(), &[Slice::full(), Slice::new(i as isize, Some(i as isize + 1), 1)]);
+    let col = |i: usize| {
+        B::float_slice(
+            stats.clone(),
+            &[
+                Slice::full(),
+                Slice::new(i as isize, Some(i as isize + 1), 1),
+            ],
+        )
+    };
     let (mean, rstd) = (col(0), col(1)); // (N, 1) each
     let norm = B::float_mul(B::float_sub(x, mean), rstd.clone());
     let g = B::float_mul(dy.clone(), B::float_reshape(gamma, Shape::new([1, c])));
@@ -268,7 +282,10 @@ pub(crate) fn composed_layer_norm_backward<B: Backend>(
         rstd,
         B::float_sub(B::float_sub(g, mean_g), B::float_mul(norm.clone(), mean_gn)),
     );
-    let dgamma = B::float_reshape(B::float_sum_dim(B::float_mul(dy.clone(), norm), 0), Shape::new([c]));
+    let dgamma = B::float_reshape(
+        B::float_sum_dim(B::float_mul(dy.clone(), norm), 0),
+        Shape::new([c]),
+    );
     let dbeta = B::float_reshape(B::float_sum_dim(dy, 0), Shape::new([c]));
     (dx, dgamma, dbeta)
 }
@@ -282,7 +299,10 @@ pub(crate) fn composed_gelu<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
 }
 
 /// `dy·(σ(u) + x·σ(u)·(1 − σ(u))·(A + 3B·x²))` with `u = x·(A + B·x²)`.
-pub(crate) fn composed_gelu_backward<B: Backend>(x: FloatTensor<B>, dy: FloatTensor<B>) -> FloatTensor<B> {
+pub(crate) fn composed_gelu_backward<B: Backend>(
+    x: FloatTensor<B>,
+    dy: FloatTensor<B>,
+) -> FloatTensor<B> {
     let (a, b) = (Scalar::from(kernels::GELU_A), kernels::GELU_B);
     let x2 = B::float_mul(x.clone(), x.clone());
     let inner = B::float_add_scalar(B::float_mul_scalar(x2.clone(), Scalar::from(b)), a);
@@ -316,7 +336,10 @@ pub(crate) fn composed_softmax_xent<B: Backend>(
 }
 
 /// The default `token_nll_rows`.
-pub(crate) fn composed_token_nll<B: Backend>(logits: FloatTensor<B>, targets: IntTensor<B>) -> FloatTensor<B> {
+pub(crate) fn composed_token_nll<B: Backend>(
+    logits: FloatTensor<B>,
+    targets: IntTensor<B>,
+) -> FloatTensor<B> {
     let n = dims(&logits)[0];
     let logits = to_f32::<B>(logits);
     let targets = B::int_reshape(targets, Shape::new([n, 1]));

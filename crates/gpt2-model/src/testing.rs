@@ -25,7 +25,11 @@ pub fn wgpu_devices_or_skip(test: &str) -> Option<Vec<Device>> {
     if !devices.is_empty() {
         return Some(devices);
     }
-    let found = if api.is_some() { "only an OpenGL adapter" } else { "no wgpu adapter" };
+    let found = if api.is_some() {
+        "only an OpenGL adapter"
+    } else {
+        "no wgpu adapter"
+    };
     let why = format!(
         "{found} (install a Vulkan driver; for tests Mesa's software one: \
          apt-get install mesa-vulkan-drivers libvulkan1)"

@@ -258,8 +258,7 @@ fn flash_attention_kernels_equal_the_composed_attention() {
         let f32_inputs = [1, 2, 3, 4].map(|salt| tensor(shape, salt, DType::F32));
         let [q, k, v, d_o] = f32_inputs.clone();
         let (o, p) = composed_attention_forward::<Cube>(q.clone(), k.clone(), v.clone(), scale);
-        let (dq, dk, dv) =
-            composed_attention_backward::<Cube>(q, k, v, o.clone(), p, d_o, scale);
+        let (dq, dk, dv) = composed_attention_backward::<Cube>(q, k, v, o.clone(), p, d_o, scale);
         let want = [o, dq, dk, dv].map(read);
         for (dtype, tol) in [(DType::F32, 1e-5f32), (DType::F16, 1e-2)] {
             for cap in [None, Some(16 * 1024)] {
@@ -274,7 +273,11 @@ fn flash_attention_kernels_equal_the_composed_attention() {
                     // the terms of dS = P ⊙ (dP − D) are O(1), and at T = 1 the exact dq and dk
                     // are 0 (a softmax over one key has no gradient), where the composed form
                     // leaves ~3e-7 of rounding from that cancellation.
-                    let diff = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+                    let diff = a
+                        .iter()
+                        .zip(b)
+                        .map(|(x, y)| (x - y).abs())
+                        .fold(0.0, f32::max);
                     let top = b.iter().fold(0f32, |m, y| m.max(y.abs())).max(1.0);
                     let e = diff / top;
                     assert!(e <= tol, "{what}: relative error {e:e} > {tol:e}");
@@ -283,7 +286,6 @@ fn flash_attention_kernels_equal_the_composed_attention() {
         }
     }
 }
-
 
 /// The CubeCL device behind the wgpu test device, and helpers to move data in and out of it.
 mod cube_io {
@@ -331,7 +333,11 @@ mod cube_io {
 /// `max|a − b| / max(max|b|, floor)`.
 fn rel_err_floor(a: &[f32], b: &[f32], floor: f32) -> f32 {
     assert_eq!(a.len(), b.len());
-    let diff = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+    let diff = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max);
     diff / b.iter().fold(0f32, |m, y| m.max(y.abs())).max(floor)
 }
 
@@ -362,9 +368,17 @@ fn layer_norm_kernels_equal_the_composed_layer_norm() {
         let (dx, dg, db) = norm::backward(x(), gamma(), stats, dy());
         let (y0, stats0) = composed_layer_norm_forward::<Cube>(x(), gamma(), beta(), 1e-5);
         let (dx0, dg0, db0) = composed_layer_norm_backward::<Cube>(x(), gamma(), stats0, dy());
-        for (name, a, b) in [("y", y, y0), ("dx", dx, dx0), ("dgamma", dg, dg0), ("dbeta", db, db0)] {
+        for (name, a, b) in [
+            ("y", y, y0),
+            ("dx", dx, dx0),
+            ("dgamma", dg, dg0),
+            ("dbeta", db, db0),
+        ] {
             let (a, b) = (cube_io::read(a), cube_io::read(b));
-            assert!(a.iter().all(|x| x.is_finite()), "{name} [{n}, {c}]: non-finite");
+            assert!(
+                a.iter().all(|x| x.is_finite()),
+                "{name} [{n}, {c}]: non-finite"
+            );
             let e = rel_err_floor(&a, &b, 1.0);
             assert!(e <= REL, "{name} [{n}, {c}]: relative error {e:e}");
         }
@@ -415,7 +429,12 @@ fn loss_row_kernels_equal_the_composed_rows() {
     let device = cube_io::device(&wgpu);
     let (n, v) = (37, 5003);
     let logits = || cube_io::tensor(data(n * v, 6, 40.0), [n, v], DType::F32, &device);
-    let targets = || cube_io::ints((0..n as i64).map(|i| (i * 61 + 7) % v as i64).collect(), &device);
+    let targets = || {
+        cube_io::ints(
+            (0..n as i64).map(|i| (i * 61 + 7) % v as i64).collect(),
+            &device,
+        )
+    };
     let (loss, g) = rows::softmax_xent(logits(), targets());
     let (loss0, g0) = composed_softmax_xent::<Cube>(logits(), targets());
     let e = rel_err_floor(&cube_io::read(loss), &cube_io::read(loss0), 1e-12);
@@ -460,7 +479,11 @@ fn adamw_kernel_equals_the_composed_update_over_30_steps() {
         (p, m, v) = adamw::step(p, g(), m, v, &h);
         (p0, m0, v0) = composed_adamw::<Cube>(p0, g(), m0, v0, &h);
     }
-    for (name, a, b) in [("weights", p, p0), ("exp_avg", m, m0), ("exp_avg_sq", v, v0)] {
+    for (name, a, b) in [
+        ("weights", p, p0),
+        ("exp_avg", m, m0),
+        ("exp_avg_sq", v, v0),
+    ] {
         let e = rel_err_floor(&cube_io::read(a), &cube_io::read(b), 1e-30);
         assert!(e <= 1e-6, "{name}: relative error {e:e}");
     }

@@ -436,7 +436,10 @@ impl TrainConfig {
             p.push(format!("device.memory_gb {gb} must be positive"));
         }
         if !(self.device.bucket_mb > 0.0) {
-            p.push(format!("device.bucket_mb {} must be positive", self.device.bucket_mb));
+            p.push(format!(
+                "device.bucket_mb {} must be positive",
+                self.device.bucket_mb
+            ));
         }
         if self.device.lm_head_chunk_rows == Some(0) {
             p.push("device.lm_head_chunk_rows must be positive (leave it out for the device's default)".into());

@@ -177,9 +177,10 @@ pub fn cuda_device(id: usize) -> Result<Device> {
     Err(TrainError::Device {
         requested: format!("cuda:{id}"),
         message: "this binary was built without the `cuda` feature".into(),
-        hint: "build with `cargo build --release --features cuda` (works offline, see docs/gpus.md), \
+        hint:
+            "build with `cargo build --release --features cuda` (works offline, see docs/gpus.md), \
                or use the CPU (device.kind: flex, --device cpu)"
-            .into(),
+                .into(),
     })
 }
 

@@ -363,7 +363,10 @@ fn batch_nll(model: &Gpt2, r: &ShardReader, ws: &[Window]) -> Result<Tensor<1>> 
     let y = Tensor::<1, Int>::from_data(TensorData::new(y, [b * count]), &device);
     // (B·count, 2): the NLL and the greedy gap of each scored position; the head runs in row
     // chunks on the scored positions only, so no [B, len, V] logits exist.
-    Ok(model.forward_nll(x, rows, y).narrow(1, 0, 1).reshape([b * count]))
+    Ok(model
+        .forward_nll(x, rows, y)
+        .narrow(1, 0, 1)
+        .reshape([b * count]))
 }
 
 /// UTF-8 bytes of the text whose tokens were the targets `1..=n_pred` of a shard.

@@ -79,12 +79,19 @@ pub fn estimate(plan: &TrainPlan, chunk_rows: usize) -> MemoryEstimate {
         2 * bsz * nh * t * t * 4
     };
     let (largest_temporary, largest_temporary_is) = if composed > head {
-        (composed, format!("attention backward [{bsz}, {nh}, {t}, {t}] × 2"))
+        (
+            composed,
+            format!("attention backward [{bsz}, {nh}, {t}, {t}] × 2"),
+        )
     } else {
         (head, format!("LM-head chunk logits [{rows}, {v}]"))
     };
     let weights = 4 * p;
-    let gradients = if plan.grad_accum_steps > 1 { 8 * p } else { 4 * p };
+    let gradients = if plan.grad_accum_steps > 1 {
+        8 * p
+    } else {
+        4 * p
+    };
     let optimizer = 8 * p;
     MemoryEstimate {
         weights,
@@ -155,7 +162,10 @@ pub fn check(
             .unwrap_or(u64::MAX);
         for b in bufs.iter().filter(|b| b.bytes > limit) {
             let advice = match b.per_sequence {
-                _ if bufs.iter().any(|x| x.per_sequence.is_none() && x.bytes > limit) => {
+                _ if bufs
+                    .iter()
+                    .any(|x| x.per_sequence.is_none() && x.bytes > limit) =>
+                {
                     "no micro-batch fits: the model itself is too large for this device's buffers"
                         .to_string()
                 }

@@ -216,7 +216,11 @@ fn panel(series: &[(String, Vec<(f64, f64)>)], (ox, oy, w, h): (f64, f64, f64, f
     for i in 0..=4 {
         let y = y0 + (y1 - y0) * i as f64 / 4.0;
         let x = x0 + (x1 - x0) * i as f64 / 4.0;
-        svg += &format!("<text x=\"{}\" y=\"{:.1}\">{y:.3}</text>\n", ox + 5.0, sy(y) + 4.0);
+        svg += &format!(
+            "<text x=\"{}\" y=\"{:.1}\">{y:.3}</text>\n",
+            ox + 5.0,
+            sy(y) + 4.0
+        );
         svg += &format!(
             "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{x:.0}</text>\n",
             sx(x),

@@ -136,8 +136,7 @@ impl GradMean {
                                 .buckets(g)
                                 .into_iter()
                                 .map(|b| {
-                                    all_reduce(b, ReduceOperation::Mean, devices.to_vec())
-                                        .resolve()
+                                    all_reduce(b, ReduceOperation::Mean, devices.to_vec()).resolve()
                                 })
                                 .collect();
                             layout.unpack(&buckets, g);
@@ -192,7 +191,10 @@ impl Layout {
             .collect();
         (0..self.bucket_count())
             .map(|k| {
-                let (start, end) = (k * self.bucket_elems, ((k + 1) * self.bucket_elems).min(self.total));
+                let (start, end) = (
+                    k * self.bucket_elems,
+                    ((k + 1) * self.bucket_elems).min(self.total),
+                );
                 let pieces: Vec<Tensor<1>> = self
                     .params
                     .iter()
@@ -219,7 +221,10 @@ impl Layout {
             let (first, last) = (off / self.bucket_elems, (off + n - 1) / self.bucket_elems);
             let pieces: Vec<Tensor<1>> = (first..=last)
                 .map(|k| {
-                    let (start, end) = (k * self.bucket_elems, ((k + 1) * self.bucket_elems).min(self.total));
+                    let (start, end) = (
+                        k * self.bucket_elems,
+                        ((k + 1) * self.bucket_elems).min(self.total),
+                    );
                     let (a, b) = (start.max(*off), end.min(off + n));
                     buckets[k].clone().narrow(0, a - start, b - a)
                 })
@@ -298,7 +303,9 @@ mod tests {
                 let shape = param.shape();
                 let n = shape.num_elements();
                 let v: Vec<f32> = (0..n)
-                    .map(|i| ((i * 7919 + self.1 * 104_729 + self.3 * 31) % 1013) as f32 / 101.3 - 5.0)
+                    .map(|i| {
+                        ((i * 7919 + self.1 * 104_729 + self.3 * 31) % 1013) as f32 / 101.3 - 5.0
+                    })
                     .collect();
                 let t = Tensor::<D>::from_data(TensorData::new(v, shape), self.2);
                 self.0.register(param.id, t);
@@ -315,7 +322,12 @@ mod tests {
         impl ModuleVisitor for Read<'_> {
             fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
                 let t = self.0.get::<D>(param.id).expect("a gradient");
-                self.1.extend(t.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32"));
+                self.1.extend(
+                    t.into_data()
+                        .convert::<f32>()
+                        .try_to_vec::<f32>()
+                        .expect("f32"),
+                );
             }
         }
         let mut r = Read(g, Vec::new());
@@ -347,7 +359,10 @@ mod tests {
                 .collect();
             mean.mean(&model, &mut g);
             for (r, g) in g.iter().enumerate() {
-                assert!(flat(&model, g) == want, "rank {r}, buckets of {bucket_mb} MB");
+                assert!(
+                    flat(&model, g) == want,
+                    "rank {r}, buckets of {bucket_mb} MB"
+                );
             }
         }
     }

@@ -224,7 +224,9 @@ pub fn train(plan: TrainPlan, opts: &TrainOptions) -> Result<Summary> {
 
     // --- Devices, and the plan fitted to them (refused here if it cannot fit). --------------
     let devices = devices(&plan)?;
-    gpt2_model::device::set_composed_kernels(cfg.device.kernels == crate::config::Kernels::Composed);
+    gpt2_model::device::set_composed_kernels(
+        cfg.device.kernels == crate::config::Kernels::Composed,
+    );
     let (plan, notes) = fit_to_device(plan, &devices[0])?;
     notes.into_iter().for_each(&say);
     std::fs::create_dir_all(&run_dir).at(&run_dir)?;
@@ -267,7 +269,9 @@ pub fn train(plan: TrainPlan, opts: &TrainOptions) -> Result<Summary> {
 
     // --- Steps. ------------------------------------------------------------------------------
     while state.step < plan.max_steps {
-        devices.iter().for_each(gpt2_model::device::reset_peak_memory);
+        devices
+            .iter()
+            .for_each(gpt2_model::device::reset_peak_memory);
         let t0 = Instant::now();
         let StepStats { loss, norm, lr } =
             step(&plan, &mut ranks, &grad_mean, parallel, &mut state)?;
@@ -321,8 +325,17 @@ pub fn train(plan: TrainPlan, opts: &TrainOptions) -> Result<Summary> {
                 say(format!("step {:>6} | val loss {v:.4}", state.step));
             }
             for row in eval_tasks(&plan, ranks[0].model(), state.step, state.tokens_seen)? {
-                let shown: Vec<String> = row.scores.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
-                say(format!("step {:>6} | {} {}", state.step, row.kind, shown.join(" | ")));
+                let shown: Vec<String> = row
+                    .scores
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v:.4}"))
+                    .collect();
+                say(format!(
+                    "step {:>6} | {} {}",
+                    state.step,
+                    row.kind,
+                    shown.join(" | ")
+                ));
                 log.append(&row)?;
             }
             metrics::plot(&metrics::read(log.path())?, &run_dir.join("loss.svg"))?;
@@ -374,7 +387,10 @@ pub fn memory_rows(plan: TrainPlan) -> Result<Vec<(String, String)>> {
     let (plan, notes) = match devices(&plan) {
         Ok(devices) => fit_to_device(plan, &devices[0])?,
         Err(e) => {
-            rows.push(("device".into(), format!("not opened here ({e}); estimate only")));
+            rows.push((
+                "device".into(),
+                format!("not opened here ({e}); estimate only"),
+            ));
             let mut plan = plan;
             if plan.model.lm_head_chunk_rows == 0 {
                 plan.model.lm_head_chunk_rows =

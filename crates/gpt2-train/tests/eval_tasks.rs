@@ -97,10 +97,22 @@ fn check(run: &Value, ours: &TaskReport) {
         Examples::Lambada(ex) => {
             assert_eq!(ex.len(), examples.len());
             for (i, (a, b)) in ex.iter().zip(examples).enumerate() {
-                assert_eq!(a.context_ids, ids(&b["ctx_ids"]), "{label} #{i}: context ids");
+                assert_eq!(
+                    a.context_ids,
+                    ids(&b["ctx_ids"]),
+                    "{label} #{i}: context ids"
+                );
                 assert_eq!(a.target_ids, ids(&b["tgt_ids"]), "{label} #{i}: target ids");
-                close(&format!("{label} #{i} logprob"), a.logprob, b["logprob"].as_f64().unwrap());
-                assert_eq!(a.greedy, b["greedy"].as_bool().unwrap(), "{label} #{i}: greedy");
+                close(
+                    &format!("{label} #{i} logprob"),
+                    a.logprob,
+                    b["logprob"].as_f64().unwrap(),
+                );
+                assert_eq!(
+                    a.greedy,
+                    b["greedy"].as_bool().unwrap(),
+                    "{label} #{i}: greedy"
+                );
             }
         }
         Examples::Hellaswag(ex) => {
@@ -114,9 +126,21 @@ fn check(run: &Value, ours: &TaskReport) {
                     );
                     assert_eq!(a.n_tokens[k] as u64, b["n_tokens"][k].as_u64().unwrap());
                 }
-                assert_eq!(a.pred as u64, b["pred"].as_u64().unwrap(), "{label} #{i}: pred");
-                assert_eq!(a.pred_norm as u64, b["pred_norm"].as_u64().unwrap(), "{label} #{i}");
-                assert_eq!(a.label as u64, b["label"].as_u64().unwrap(), "{label} #{i}: label");
+                assert_eq!(
+                    a.pred as u64,
+                    b["pred"].as_u64().unwrap(),
+                    "{label} #{i}: pred"
+                );
+                assert_eq!(
+                    a.pred_norm as u64,
+                    b["pred_norm"].as_u64().unwrap(),
+                    "{label} #{i}"
+                );
+                assert_eq!(
+                    a.label as u64,
+                    b["label"].as_u64().unwrap(),
+                    "{label} #{i}: label"
+                );
             }
         }
         Examples::Corpus(docs) => {
@@ -125,14 +149,30 @@ fn check(run: &Value, ours: &TaskReport) {
                 if let Some(title) = b.get("title") {
                     assert_eq!(a.title, title.as_str().unwrap(), "{label} #{i}: title");
                 }
-                assert_eq!(a.n_tokens as u64, b["n_tokens"].as_u64().unwrap(), "{label} #{i}");
-                assert_eq!(a.bytes as u64, b["bytes"].as_u64().unwrap(), "{label} #{i}: bytes");
+                assert_eq!(
+                    a.n_tokens as u64,
+                    b["n_tokens"].as_u64().unwrap(),
+                    "{label} #{i}"
+                );
+                assert_eq!(
+                    a.bytes as u64,
+                    b["bytes"].as_u64().unwrap(),
+                    "{label} #{i}: bytes"
+                );
                 let words = b["words"].as_u64().unwrap()
                     + b.get("lines").and_then(|l| l.as_u64()).unwrap_or(0);
                 assert_eq!(a.words as u64, words, "{label} #{i}: words");
                 let sha = hex(&Sha256::digest(a.scored_text.as_bytes()));
-                assert_eq!(sha, b["sha256"].as_str().unwrap(), "{label} #{i}: scored text");
-                close(&format!("{label} #{i} nll"), a.nll, b["nll"].as_f64().unwrap());
+                assert_eq!(
+                    sha,
+                    b["sha256"].as_str().unwrap(),
+                    "{label} #{i}: scored text"
+                );
+                close(
+                    &format!("{label} #{i} nll"),
+                    a.nll,
+                    b["nll"].as_f64().unwrap(),
+                );
             }
         }
         Examples::None => panic!("{label}: no per-example results"),
@@ -180,7 +220,10 @@ fn wikitext_documents_words_and_detokenisation_of_the_whole_test_file() {
     let bytes: usize = pages.iter().map(|p| p.len()).sum();
     assert_eq!(words as u64, want["words"].as_u64().unwrap());
     assert_eq!(bytes as u64, want["bytes"].as_u64().unwrap());
-    let detok: Vec<String> = pages.iter().map(|p| tasks::wikitext_detokenize(p)).collect();
+    let detok: Vec<String> = pages
+        .iter()
+        .map(|p| tasks::wikitext_detokenize(p))
+        .collect();
     // The scorer hashed its detokenised documents joined by NUL bytes.
     assert_eq!(
         hex(&Sha256::digest(detok.join("\0").as_bytes())),
@@ -191,7 +234,10 @@ fn wikitext_documents_words_and_detokenisation_of_the_whole_test_file() {
         .map(|d| gpt2_data::tokenizer::encode_ordinary(d).len())
         .sum();
     assert_eq!(tokens as u64, want["tokens"].as_u64().unwrap());
-    let titles: Vec<&str> = pages.iter().map(|p| p.split('\n').next().unwrap().trim()).collect();
+    let titles: Vec<&str> = pages
+        .iter()
+        .map(|p| p.split('\n').next().unwrap().trim())
+        .collect();
     assert_eq!(titles.last().copied(), want["last_title"].as_str());
 }
 
@@ -213,7 +259,10 @@ fn bad_task_files_are_clear_errors() {
     };
     let p = write("l.jsonl", "{\"text\": \"a b c\"}\nnot json\n");
     let e = err(Task::Lambada, &p);
-    assert!(e.contains("l.jsonl, line 2") && e.contains("not JSON"), "{e}");
+    assert!(
+        e.contains("l.jsonl, line 2") && e.contains("not JSON"),
+        "{e}"
+    );
     let p = write("l2.jsonl", "{\"txt\": \"a b\"}\n");
     let e = err(Task::Lambada, &p);
     assert!(e.contains("line 1") && e.contains("`text`"), "{e}");
@@ -224,15 +273,24 @@ fn bad_task_files_are_clear_errors() {
         "{\"ctx\": \"x\", \"endings\": [\"a\", \"b\", \"c\", \"d\"], \"label\": 7}\n",
     );
     let e = err(Task::Hellaswag, &p);
-    assert!(e.contains("h.jsonl, line 1") && e.contains("label 7 is outside 0-3"), "{e}");
-    let p = write("h2.jsonl", "{\"ctx\": \"x\", \"endings\": [\"a\"], \"label\": 0}\n");
+    assert!(
+        e.contains("h.jsonl, line 1") && e.contains("label 7 is outside 0-3"),
+        "{e}"
+    );
+    let p = write(
+        "h2.jsonl",
+        "{\"ctx\": \"x\", \"endings\": [\"a\"], \"label\": 0}\n",
+    );
     assert!(err(Task::Hellaswag, &p).contains("4 strings"));
     let p = write("h.txt", "ctx\n0\na\nb\nc\n");
     let e = err(Task::Hellaswag, &p);
     assert!(e.contains("not a multiple of 6"), "{e}");
     let p = write("h2.txt", "ctx\nzero\na\nb\nc\nd\n");
     let e = err(Task::Hellaswag, &p);
-    assert!(e.contains("h2.txt, line 2") && e.contains("not a label 0-3"), "{e}");
+    assert!(
+        e.contains("h2.txt, line 2") && e.contains("not a label 0-3"),
+        "{e}"
+    );
     let p = write("bad.raw", "caf\u{e9}");
     std::fs::write(&p, [b'c', b'a', 0xff, b'\n']).unwrap();
     assert!(err(Task::Wikitext, &p).contains("invalid UTF-8"));
@@ -260,5 +318,8 @@ fn bad_task_files_are_clear_errors() {
     )
     .unwrap_err()
     .to_string();
-    assert!(e.contains("--stride applies to wikitext and ptb only"), "{e}");
+    assert!(
+        e.contains("--stride applies to wikitext and ptb only"),
+        "{e}"
+    );
 }

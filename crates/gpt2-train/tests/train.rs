@@ -354,7 +354,12 @@ mod wgpu {
         let mut losses = Vec::new();
         for precision in ["precision=f32", "precision=f16"] {
             let r = dir.path().join(&precision[10..]);
-            let e = ["optimizer.max_steps=12", "eval.interval=0", "device.kind=wgpu", precision];
+            let e = [
+                "optimizer.max_steps=12",
+                "eval.interval=0",
+                "device.kind=wgpu",
+                precision,
+            ];
             let s = run(config(&r, &e), Resume::No).unwrap();
             assert_eq!((s.step, s.skipped_updates), (12, 0), "{precision}");
             let l = train_losses(&r);
@@ -405,9 +410,17 @@ mod wgpu {
             e
         };
         let w = dir.path().join("wgpu");
-        run(config(&w, &on("device.kind=wgpu", "optimizer.max_steps=2")), Resume::No).unwrap();
+        run(
+            config(&w, &on("device.kind=wgpu", "optimizer.max_steps=2")),
+            Resume::No,
+        )
+        .unwrap();
         let f = dir.path().join("flex");
-        run(config(&f, &on("device.kind=flex", "optimizer.max_steps=1")), Resume::No).unwrap();
+        run(
+            config(&f, &on("device.kind=flex", "optimizer.max_steps=1")),
+            Resume::No,
+        )
+        .unwrap();
         let (lw, lf) = (train_losses(&w), train_losses(&f));
         assert_eq!(lw.len(), 2);
         assert!(lw.iter().all(|l| l.1.is_finite()), "{lw:?}");
@@ -471,7 +484,13 @@ mod wgpu {
         let total = format!("batch.total_batch_tokens={}", too_many * 1024);
         let cfg = config(
             &dir.path().join("big"),
-            &["model=gpt2-10m", "device.kind=wgpu", "batch.seq_len=1024", &b, &total],
+            &[
+                "model=gpt2-10m",
+                "device.kind=wgpu",
+                "batch.seq_len=1024",
+                &b,
+                &total,
+            ],
         );
         let e = run(cfg, Resume::No).unwrap_err().to_string();
         assert!(
@@ -480,7 +499,10 @@ mod wgpu {
                 && e.contains(&format!("the largest micro-batch that fits is {fits}")),
             "{e}"
         );
-        assert!(!dir.path().join("big/metrics.jsonl").exists(), "nothing ran");
+        assert!(
+            !dir.path().join("big/metrics.jsonl").exists(),
+            "nothing ran"
+        );
     }
 
     /// The global gradient norm's reduction gives the same bits every time on wgpu (issue 23: a
@@ -509,7 +531,13 @@ mod wgpu {
         assert!((got - want).abs() <= 1e-5 * want, "{got} vs {want}");
         // For the record (not asserted: it depends on scheduling): Burn's own full sum.
         let burn: std::collections::BTreeSet<u32> = (0..20)
-            .map(|_| g.clone().mul(g.clone()).sum().into_scalar::<f32>().to_bits())
+            .map(|_| {
+                g.clone()
+                    .mul(g.clone())
+                    .sum()
+                    .into_scalar::<f32>()
+                    .to_bits()
+            })
             .collect();
         eprintln!("Tensor::sum over 20 runs: {} distinct results", burn.len());
     }

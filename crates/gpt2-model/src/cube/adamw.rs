@@ -64,13 +64,22 @@ pub fn step(
     h: &AdamWHyper,
 ) -> (CubeTensor, CubeTensor, CubeTensor) {
     let [p, g, m, v] = [p, g, m, v].map(|t| {
-        assert_eq!(t.dtype, DType::F32, "AdamW runs on f32 master weights and moments");
+        assert_eq!(
+            t.dtype,
+            DType::F32,
+            "AdamW runs on f32 master weights and moments"
+        );
         into_contiguous(t)
     });
     let client = p.client.clone();
     let n = p.meta.num_elements();
     let empty = || {
-        empty_device_contiguous_dtype(client.clone(), p.device.clone(), Shape::new([n]), DType::F32)
+        empty_device_contiguous_dtype(
+            client.clone(),
+            p.device.clone(),
+            Shape::new([n]),
+            DType::F32,
+        )
     };
     let (p_out, m_out, v_out) = (empty(), empty(), empty());
     let dim = CubeDim::new_1d(256);

@@ -40,7 +40,12 @@ const POS_BIG: f32 = 1.0e30;
 
 /// The largest block size (rows per cube) whose shared tiles fit `shared_bytes` for `kernel`,
 /// a power of two in `1..=64`; `None` when not even one row fits.
-pub fn block_rows(head_dim: usize, shared_bytes: usize, max_units: usize, kernel: Kernel) -> Option<usize> {
+pub fn block_rows(
+    head_dim: usize,
+    shared_bytes: usize,
+    max_units: usize,
+    kernel: Kernel,
+) -> Option<usize> {
     let per_row = kernel.shared_bytes_per_row(head_dim);
     let mut block = 64usize.min(max_units.max(1));
     while block > 1 && block * per_row > shared_bytes {
@@ -421,7 +426,9 @@ fn dims4(t: &CubeTensor) -> [usize; 4] {
 /// Shared memory the kernels may use: what the adapter reports, at most `cap`.
 fn shared_budget(t: &CubeTensor, cap: Option<usize>) -> (usize, usize) {
     let hw = &t.client.properties().hardware;
-    let bytes = cap.map_or(hw.max_shared_memory_size, |c| c.min(hw.max_shared_memory_size));
+    let bytes = cap.map_or(hw.max_shared_memory_size, |c| {
+        c.min(hw.max_shared_memory_size)
+    });
     (bytes, hw.max_units_per_cube as usize)
 }
 
@@ -450,8 +457,18 @@ pub fn forward(
     let dtype = q.dtype;
     let client = q.client.clone();
     let block = block_for(&q, hd, Kernel::KeyValueTiles, shared_cap);
-    let o = empty_device_contiguous_dtype(client.clone(), q.device.clone(), Shape::new([b, nh, t, hd]), dtype);
-    let lse = empty_device_contiguous_dtype(client.clone(), q.device.clone(), Shape::new([b * nh * t]), DType::F32);
+    let o = empty_device_contiguous_dtype(
+        client.clone(),
+        q.device.clone(),
+        Shape::new([b, nh, t, hd]),
+        dtype,
+    );
+    let lse = empty_device_contiguous_dtype(
+        client.clone(),
+        q.device.clone(),
+        Shape::new([b * nh * t]),
+        DType::F32,
+    );
     let blocks = t.div_ceil(block) as u32;
     flash_forward_kernel::launch(
         &client,
@@ -485,7 +502,14 @@ pub fn backward(
     d_o: CubeTensor,
     shared_cap: Option<usize>,
 ) -> (CubeTensor, CubeTensor, CubeTensor) {
-    let FlashSaved { q, k, v, o, lse, scale } = saved;
+    let FlashSaved {
+        q,
+        k,
+        v,
+        o,
+        lse,
+        scale,
+    } = saved;
     let [b, nh, t, hd] = dims4(&q);
     let dtype = q.dtype;
     assert_eq!(d_o.dtype, dtype, "flash attention: dO in the inputs' dtype");
@@ -493,7 +517,12 @@ pub fn backward(
     let device = q.device.clone();
     let rows = b * nh * t;
 
-    let stats = empty_device_contiguous_dtype(client.clone(), device.clone(), Shape::new([2 * rows]), DType::F32);
+    let stats = empty_device_contiguous_dtype(
+        client.clone(),
+        device.clone(),
+        Shape::new([2 * rows]),
+        DType::F32,
+    );
     let cube_dim = CubeDim::new_1d(256);
     flash_delta_kernel::launch(
         &client,
@@ -507,7 +536,14 @@ pub fn backward(
         dtype_to_storage_type(dtype),
     );
 
-    let empty = || empty_device_contiguous_dtype(client.clone(), device.clone(), Shape::new([b, nh, t, hd]), dtype);
+    let empty = || {
+        empty_device_contiguous_dtype(
+            client.clone(),
+            device.clone(),
+            Shape::new([b, nh, t, hd]),
+            dtype,
+        )
+    };
     let (dq, dk, dv) = (empty(), empty(), empty());
     let block = block_for(&q, hd, Kernel::KeyValueTiles, shared_cap);
     flash_dq_kernel::launch(
@@ -562,4 +598,3 @@ mod tests {
         assert_eq!(block_rows(4096, 16384, 256, Kernel::KeyValueTiles), None);
     }
 }
-

@@ -194,8 +194,18 @@ pub fn forward(
     let [x, gamma, beta] = [x, gamma, beta].map(f32_rows);
     let rows = x.meta.shape[0];
     let client = x.client.clone();
-    let y = empty_device_contiguous_dtype(client.clone(), x.device.clone(), x.meta.shape.clone(), DType::F32);
-    let stats = empty_device_contiguous_dtype(client.clone(), x.device.clone(), Shape::new([rows, 2]), DType::F32);
+    let y = empty_device_contiguous_dtype(
+        client.clone(),
+        x.device.clone(),
+        x.meta.shape.clone(),
+        DType::F32,
+    );
+    let stats = empty_device_contiguous_dtype(
+        client.clone(),
+        x.device.clone(),
+        Shape::new([rows, 2]),
+        DType::F32,
+    );
     layer_norm_forward_kernel::launch(
         &client,
         row_grid(rows),
@@ -225,7 +235,10 @@ pub fn backward(
         empty_device_contiguous_dtype(client.clone(), x.device.clone(), shape, DType::F32)
     };
     let chunks = rows.div_ceil(DPARAMS_CHUNK).max(1);
-    let (dx, partial) = (empty(Shape::new([rows, c])), empty(Shape::new([chunks, 2 * c])));
+    let (dx, partial) = (
+        empty(Shape::new([rows, c])),
+        empty(Shape::new([chunks, 2 * c])),
+    );
     layer_norm_dx_kernel::launch(
         &client,
         row_grid(rows),
@@ -257,7 +270,11 @@ pub fn backward(
     let half = |i: usize| {
         <Cube as FloatTensorOps<Cube>>::float_slice(
             sums.clone(),
-            &[burn::tensor::Slice::new((i * c) as isize, Some(((i + 1) * c) as isize), 1)],
+            &[burn::tensor::Slice::new(
+                (i * c) as isize,
+                Some(((i + 1) * c) as isize),
+                1,
+            )],
         )
     };
     (dx, half(0), half(1))

@@ -217,7 +217,10 @@ pub fn softmax_xent(logits: CubeTensor, targets: CubeTensor) -> (CubeTensor, Cub
         dtype_to_storage_type(int_dtype),
     );
     // Burn's mean reduces in a fixed order (one unit per output), so the loss is reproducible.
-    (<burn::backend::Cube as burn::backend::ops::FloatTensorOps<_>>::float_mean(nll), g)
+    (
+        <burn::backend::Cube as burn::backend::ops::FloatTensorOps<_>>::float_mean(nll),
+        g,
+    )
 }
 
 /// `[N, 2]`: the NLL and the greedy gap of each row of f32 `logits` `[N, V]`.
@@ -254,7 +257,12 @@ fn elementwise_dim() -> CubeDim {
 pub fn gelu(x: CubeTensor) -> CubeTensor {
     let x = into_contiguous(x);
     let client = x.client.clone();
-    let y = empty_device_contiguous_dtype(client.clone(), x.device.clone(), x.meta.shape.clone(), x.dtype);
+    let y = empty_device_contiguous_dtype(
+        client.clone(),
+        x.device.clone(),
+        x.meta.shape.clone(),
+        x.dtype,
+    );
     let n = x.meta.num_elements();
     let dtype = x.dtype;
     gelu_kernel::launch(
@@ -272,7 +280,12 @@ pub fn gelu(x: CubeTensor) -> CubeTensor {
 pub fn gelu_backward(x: CubeTensor, dy: CubeTensor) -> CubeTensor {
     let (x, dy) = (into_contiguous(x), into_contiguous(dy));
     let client = x.client.clone();
-    let dx = empty_device_contiguous_dtype(client.clone(), x.device.clone(), x.meta.shape.clone(), dy.dtype);
+    let dx = empty_device_contiguous_dtype(
+        client.clone(),
+        x.device.clone(),
+        x.meta.shape.clone(),
+        dy.dtype,
+    );
     let n = x.meta.num_elements();
     let dtype = x.dtype;
     assert_eq!(dy.dtype, dtype, "gelu_backward: dy in x's dtype");

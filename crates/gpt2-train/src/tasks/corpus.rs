@@ -88,7 +88,10 @@ pub fn wikitext_detokenize(s: &str) -> String {
     let mut s = s.replace("s '", "s'");
     s = replace_slash_quote_digit(&s);
     // number separators
-    s = s.replace(" @-@ ", "-").replace(" @,@ ", ",").replace(" @.@ ", ".");
+    s = s
+        .replace(" @-@ ", "-")
+        .replace(" @,@ ", ",")
+        .replace(" @.@ ", ".");
     // punctuation
     for p in [":", ";", ".", "!", "?", ","] {
         s = s.replace(&format!(" {p} "), &format!("{p} "));
@@ -271,7 +274,10 @@ mod tests {
     fn pages_split_at_top_level_headings_only() {
         let text = " \n = A = \n \n x \n = = Sub = = \n y \n \n = B = \n z \n";
         let pages = wikitext_pages(text);
-        assert_eq!(pages, vec![" = A = \n \n x \n = = Sub = = \n y \n ", " = B = \n z \n"]);
+        assert_eq!(
+            pages,
+            vec![" = A = \n \n x \n = = Sub = = \n y \n ", " = B = \n z \n"]
+        );
     }
 
     #[test]

@@ -70,7 +70,11 @@ fn parse_jsonl(path: &Path, text: &str, limit: usize) -> Result<Vec<Raw>> {
                 })
             }
             (_, _, Some(label)) if label >= 4 => {
-                return Err(bad(path, Some(line), format!("label {label} is outside 0-3")))
+                return Err(bad(
+                    path,
+                    Some(line),
+                    format!("label {label} is outside 0-3"),
+                ))
             }
             _ => return Err(bad(path, Some(line), EXPECTED.into())),
         }
@@ -101,11 +105,18 @@ fn parse_six_lines(path: &Path, text: &str, limit: usize) -> Result<Vec<Raw>> {
             bad(
                 path,
                 Some(line + 1),
-                format!("`{}` is not a label 0-3 (line 2 of a 6-line task)", task[1].trim()),
+                format!(
+                    "`{}` is not a label 0-3 (line 2 of a 6-line task)",
+                    task[1].trim()
+                ),
             )
         })?;
         if label >= 4 {
-            return Err(bad(path, Some(line + 1), format!("label {label} is outside 0-3")));
+            return Err(bad(
+                path,
+                Some(line + 1),
+                format!("label {label} is outside 0-3"),
+            ));
         }
         out.push(Raw {
             line,

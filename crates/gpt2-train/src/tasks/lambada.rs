@@ -36,10 +36,18 @@ pub(super) fn run(
     let mut pairs = Vec::new();
     for (line, raw) in nonblank_lines(text).take(opts.limit.unwrap_or(usize::MAX)) {
         let value: serde_json::Value = serde_json::from_str(raw).map_err(|e| {
-            bad(path, Some(line), format!("not JSON ({e}); expected {{\"text\": \"...\"}}"))
+            bad(
+                path,
+                Some(line),
+                format!("not JSON ({e}); expected {{\"text\": \"...\"}}"),
+            )
         })?;
         let passage = value.get("text").and_then(|t| t.as_str()).ok_or_else(|| {
-            bad(path, Some(line), "expected {\"text\": \"...\"} (a string field `text`)".into())
+            bad(
+                path,
+                Some(line),
+                "expected {\"text\": \"...\"} (a string field `text`)".into(),
+            )
         })?;
         let (ctx, last) = match passage.rsplit_once(' ') {
             Some((c, w)) => (c, w),
@@ -64,7 +72,11 @@ pub(super) fn run(
         pairs.push((ctx_ids, tgt_ids));
     }
     if queries.is_empty() && opts.limit != Some(0) {
-        return Err(bad(path, None, "no examples: expected one {\"text\": ...} per line".into()));
+        return Err(bad(
+            path,
+            None,
+            "no examples: expected one {\"text\": ...} per line".into(),
+        ));
     }
     let scores = score_all(model, &queries, opts, "lambada")?;
     let examples: Vec<Example> = pairs

@@ -179,7 +179,11 @@ pub fn run(model: &Gpt2, task: Task, data: &Path, opts: &TaskOptions) -> Result<
     if let Some(s) = opts.stride {
         let context = model.config().block_size;
         if !matches!(task, Task::Wikitext | Task::Ptb) {
-            return Err(bad(data, None, "--stride applies to wikitext and ptb only".into()));
+            return Err(bad(
+                data,
+                None,
+                "--stride applies to wikitext and ptb only".into(),
+            ));
         }
         if s == 0 || s >= context {
             return Err(bad(

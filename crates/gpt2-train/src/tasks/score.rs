@@ -185,7 +185,11 @@ mod tests {
             // The input at the first scored position is the token before the first target.
             let before = w.input[w.first];
             let at = scored.len() - w.targets.len();
-            let want = if at == 0 { gpt2_data::tokenizer::EOT } else { tok[at - 1] };
+            let want = if at == 0 {
+                gpt2_data::tokenizer::EOT
+            } else {
+                tok[at - 1]
+            };
             assert_eq!(before, want);
         }
         assert_eq!(scored, tok);
@@ -216,7 +220,10 @@ mod tests {
             let w = strided_windows(&tok, l, s);
             check(&tok, &w, l);
             for x in &w[1..] {
-                assert!(x.first >= l - s, "{n} {l} {s}: later windows see ≥ L − S tokens");
+                assert!(
+                    x.first >= l - s,
+                    "{n} {l} {s}: later windows see ≥ L − S tokens"
+                );
             }
         }
     }
