@@ -116,6 +116,52 @@ fn resume_from_a_checkpoint_is_bit_identical() {
     assert!(opt(&a) == opt(&b), "optimizer state is bit-identical");
 }
 
+/// `eval.tasks` (HellaSwag during training, as llm.c scores it): a row per evaluation in
+/// metrics.jsonl, and a run resumed by `--resume auto` keeps the rows up to its checkpoint and
+/// writes the later ones exactly as the uninterrupted run did (same weights, same scores).
+#[test]
+fn training_time_hellaswag_is_logged_and_survives_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = root().join("tests/reference/eval/inputs/hellaswag.jsonl");
+    let tasks = format!(
+        "eval.tasks=[{{task: hellaswag, data: '{}', limit: 4}}]",
+        data.display()
+    );
+    let hellaswag = |r: &Path| -> Vec<(u64, Vec<(String, f64)>)> {
+        metrics::read(&r.join("metrics.jsonl"))
+            .unwrap()
+            .into_iter()
+            .filter(|x| x.kind == "hellaswag")
+            .map(|x| (x.step, x.scores.into_iter().collect()))
+            .collect()
+    };
+    let a = dir.path().join("a");
+    run(config(&a, &[&tasks]), Resume::No).unwrap();
+    let ha = hellaswag(&a);
+    assert_eq!(
+        ha.iter().map(|r| r.0).collect::<Vec<_>>(),
+        vec![3, 6],
+        "scored at eval.interval 3: {ha:?}"
+    );
+    for (step, scores) in &ha {
+        let get = |k: &str| scores.iter().find(|s| s.0 == k).map(|s| s.1);
+        assert_eq!(get("n"), Some(4.0), "step {step}: {scores:?}");
+        for k in ["acc", "acc_norm"] {
+            let v = get(k).unwrap_or_else(|| panic!("step {step}: no {k} in {scores:?}"));
+            assert!((0.0..=1.0).contains(&v), "step {step}: {k} {v}");
+        }
+    }
+
+    // B: what a crash after step 4 leaves: A's step-3 checkpoint and A's metrics.jsonl (rows to
+    // step 6 here, which the resumed run must drop back to step 3 and then write again).
+    let b = dir.path().join("b");
+    copy_checkpoint(&a, 3, &b);
+    std::fs::copy(a.join("metrics.jsonl"), b.join("metrics.jsonl")).unwrap();
+    let s = run(config(&b, &[&tasks]), Resume::Auto).unwrap();
+    assert_eq!(s.step, 6);
+    assert_eq!(hellaswag(&b), ha, "the resumed run's HellaSwag rows");
+}
+
 #[test]
 fn accumulation_matches_one_big_micro_batch() {
     let dir = tempfile::tempdir().unwrap();
