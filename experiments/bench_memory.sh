@@ -36,7 +36,7 @@ for t in 64 256 1024; do
     esac
     run="$OUT/$variant-$t"
     est=$("$BIN" train --config configs/train/tiny-wgpu.yaml --set run_dir="$run" "${common[@]}" "${extra[@]}" --dry-run 2>&1 |
-      sed -n 's/.*memory\/device *\([0-9.]* MB\) total.*/\1/p')
+      sed -n 's/.*memory\/device *\([0-9.]* MB\) total.*/\1/p' || true)  # a refused plan exits 1
     if "$BIN" train --quiet --config configs/train/tiny-wgpu.yaml --set run_dir="$run" "${common[@]}" "${extra[@]}" >"$run.log" 2>&1; then
       peak=$(python3 -c "import json,sys; r=[json.loads(l) for l in open(sys.argv[1]) if '\"train\"' in l]; print(max(x['mem_peak_mb'] for x in r))" "$run/metrics.jsonl")
       ROWS+=("| $t | $variant | ${peak} | ${est:-refused} |")
