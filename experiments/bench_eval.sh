@@ -69,7 +69,7 @@ done
 echo
 echo "### Zero-shot tasks, ours vs the transformers scorer ($(date -u +%Y-%m-%d), commit $(git rev-parse --short HEAD))"
 echo
-echo "Command: \`bash experiments/bench_eval.sh\`; $THREADS threads ($(nproc) cores); both on the same exported weights, in one run. Scores: ours (the scorer's). Examples: documents for wikitext, lines for ptb."
+echo "Command: \`${LIMIT:+LIMIT=$LIMIT }bash experiments/bench_eval.sh\`; $THREADS threads ($(nproc) cores); both on the same exported weights, in one run. Scores: ours (the scorer's). Examples: documents for wikitext, lines for ptb."
 echo
 echo "| model | task | n | scores: ours (scorer) | ours ex/s | scorer ex/s | ratio |"
 echo "|---|---|---|---|---|---|---|"
