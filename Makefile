@@ -8,7 +8,7 @@ CARGO ?= cargo
 FEATURES ?= wgpu
 DEMO_FEATURES ?=
 
-.PHONY: demo test check-cuda gpu-bundle bench bench-data bench-train bench-model bench-memory bench-kernels bench-eval fmt lint clean
+.PHONY: demo test check-cuda gpu-bundle gpu-bundle-autotune bench bench-data bench-train bench-model bench-memory bench-kernels bench-eval fmt lint clean
 
 ## The main job on the embedded default: CPU, the bundled sample corpus, the tiny-cpu model.
 demo:
@@ -36,6 +36,15 @@ gpu-bundle:
 	mkdir -p target/gpu
 	strip -o target/gpu/gpt2 target/release/gpt2
 	gzip -9 -f target/gpu/gpt2
+	ls -l target/gpu
+
+## The same with Burn's autotune (target/gpu/gpt2-autotune.gz), which gpu.sh then measures beside
+## the default binary. Its own target dir, so the default bundle's build stays as it is.
+gpu-bundle-autotune:
+	CARGO_TARGET_DIR=target/autotune $(CARGO) build --release -p gpt2-cli --features cuda,autotune
+	mkdir -p target/gpu
+	strip -o target/gpu/gpt2-autotune target/autotune/release/gpt2
+	gzip -9 -f target/gpu/gpt2-autotune
 	ls -l target/gpu
 
 ## Issue 6's benchmarks 1–3: prepare vs tiktoken, CPU training vs PyTorch, eval vs train.

@@ -11,18 +11,22 @@
 #
 # Sections (budget in seconds; a section that runs out is reported as such, the rest go on):
 #   prepare      the bundled sample corpus into shards (CPU)                               20
-#   ours-117m    gpt2 train, gpt2-117m, bf16, T=1024, micro-batch 16, 30 steps           80
+#   ours-117m    gpt2 train, gpt2-117m, bf16, T=1024, micro-batch 16, 30 steps           70
 #   ours-117m-composed  the same with device.kernels: composed (Burn's tensor ops instead of
 #                our CubeCL kernels: flash attention, loss rows, LayerNorm, GELU, AdamW), 10 steps 40
-#   ours-345m    gpt2 train, gpt2-345m, bf16, T=1024, micro-batch 8, 20 steps             80
+#   ours-117m-autotune  only with target/gpu/gpt2-autotune.gz (make gpu-bundle-autotune): ours-117m
+#                with Burn's autotune on, 10 steps; its tuning is part of the budget        30
+#   ours-345m    gpt2 train, gpt2-345m, bf16, T=1024, micro-batch 8, 20 steps             70
 #   torch-*      experiments/torch_gpt2.py on the same presets, shapes and shards:
 #                eager and torch.compile (PyTorch's SDPA flash attention), 117M and 345M  30/50/30/50
 #   max-1542m    gpt2-1542m bf16 T=1024: the largest micro-batch (8, 6, 4, 3, 2, 1) for which
-#                two training steps complete                                               70
+#                two training steps complete                                               60
 #   ours-117m-2gpu  only where nvidia-smi lists ≥ 2 GPUs: ours-117m data-parallel on GPUs 0
 #                and 1 (device.ids [0, 1], NCCL all-reduce in 25 MB buckets), 20 steps; scaling
 #                efficiency = tokens/s on 2 GPUs / (2 × tokens/s on 1)                           30
-# Budgets add up to 480 s (8 minutes) on a 2-GPU machine, 450 s on one GPU.
+# Budgets add up to 480 s (8 minutes) on a 2-GPU machine with the autotune binary, 450 s
+# without it, 420 s on one GPU without it. Burn's fusion is not built into any binary
+# (docs/gpus.md, "Burn's autotune and fusion"); `composed` vs `fused` is the kernels' on/off.
 # Peak memory: ours reports its CubeCL pools' high-water mark (mem_peak_mb, the most the pools
 # held) beside nvidia-smi's polled peak; PyTorch its allocator's max_memory_allocated.
 # MFU = achieved FLOP/s (6N + 12·L·C·T per token, nanoGPT/llm.c) over 788 TFLOP/s, the bf16
@@ -72,15 +76,16 @@ print(f"{t:.0f} {100 * m:.1f}")
 PY
 }
 
-# ours NAME PRESET MICRO_BATCH STEPS BUDGET [IDS]: our trainer, bf16, T=1024, on GPU 0 or on
-# the data-parallel device list IDS (e.g. "[0, 1]"; micro-batch per GPU).
+# ours NAME PRESET MICRO_BATCH STEPS BUDGET [IDS] [KERNELS] [BINARY]: our trainer, bf16,
+# T=1024, on GPU 0 or on the data-parallel device list IDS (e.g. "[0, 1]"; micro-batch per GPU).
 ours() {
   local name=$1 preset=$2 b=$3 steps=$4 budget=$5 ids=${6:-[0]} kernels=${7:-fused} run="$OUT/run-$1"
+  local bin=${8:-$BIN}
   local world
   world=$("$PY" -c "import sys; print(len(eval(sys.argv[1])))" "$ids")
   rm -rf "$run"
   echo "== $name (budget ${budget}s)"
-  timeout "$budget" "$BIN" train --quiet --config "configs/train/$preset.yaml" \
+  timeout "$budget" "$bin" train --quiet --config "configs/train/$preset.yaml" \
     --set run_dir="$run" --set data.shards="$OUT/shards" --set data.verify=false \
     --set batch.micro_batch="$b" --set batch.seq_len=1024 --set batch.total_batch_tokens=$((b * 1024 * world)) \
     --set optimizer.max_tokens=null --set optimizer.max_steps="$steps" --set optimizer.warmup_steps=5 \
@@ -143,10 +148,15 @@ timeout 20 "$BIN" prepare --quiet --config configs/data/sample.yaml --out "$OUT/
 ROWS+=("| prepare sample corpus | - | rc $? | - | - | - | - |")
 
 # 2–3. Our trainer.
-ours ours-117m gpt2-117m 16 30 80
+ours ours-117m gpt2-117m 16 30 70
+if [ -f target/gpu/gpt2-autotune.gz ]; then
+  gzip -dc target/gpu/gpt2-autotune.gz >"$OUT/gpt2-autotune" && chmod +x "$OUT/gpt2-autotune"
+  # The first run on the card: the tuning happens inside this budget.
+  ours ours-117m-autotune gpt2-117m 16 10 30 "[0]" fused "$OUT/gpt2-autotune"
+fi
 TOKS_117M_1GPU=$LAST_TOKS
 ours ours-117m-composed gpt2-117m 16 10 40 "[0]" composed
-ours ours-345m gpt2-345m 8 20 80
+ours ours-345m gpt2-345m 8 20 70
 
 # 4. PyTorch reference, same presets, shapes and shards.
 torch_ref eager-117m gpt2-117m 16 20 30
@@ -155,9 +165,9 @@ torch_ref eager-345m gpt2-345m 8 15 30
 torch_ref compile-345m gpt2-345m 8 15 50 --compile
 
 # 5. Largest micro-batch for 1542M (two steps must complete).
-echo "== max-1542m (budget 70s)"
+echo "== max-1542m (budget 60s)"
 FIT=none
-DEADLINE=$(($(date +%s) + 70))
+DEADLINE=$(($(date +%s) + 60))
 for b in 8 6 4 3 2 1; do
   left=$((DEADLINE - $(date +%s)))
   [ "$left" -le 5 ] && break
