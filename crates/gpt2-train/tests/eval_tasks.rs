@@ -126,21 +126,13 @@ fn check(run: &Value, ours: &TaskReport) {
                     );
                     assert_eq!(a.n_tokens[k] as u64, b["n_tokens"][k].as_u64().unwrap());
                 }
-                assert_eq!(
-                    a.pred as u64,
-                    b["pred"].as_u64().unwrap(),
-                    "{label} #{i}: pred"
-                );
-                assert_eq!(
-                    a.pred_norm as u64,
-                    b["pred_norm"].as_u64().unwrap(),
-                    "{label} #{i}"
-                );
-                assert_eq!(
-                    a.label as u64,
-                    b["label"].as_u64().unwrap(),
-                    "{label} #{i}: label"
-                );
+                for (key, got) in [
+                    ("pred", a.pred),
+                    ("pred_norm", a.pred_norm),
+                    ("label", a.label),
+                ] {
+                    same_count(&format!("{label} #{i}"), key, got as u64, b);
+                }
             }
         }
         Examples::Corpus(docs) => {
@@ -149,16 +141,9 @@ fn check(run: &Value, ours: &TaskReport) {
                 if let Some(title) = b.get("title") {
                     assert_eq!(a.title, title.as_str().unwrap(), "{label} #{i}: title");
                 }
-                assert_eq!(
-                    a.n_tokens as u64,
-                    b["n_tokens"].as_u64().unwrap(),
-                    "{label} #{i}"
-                );
-                assert_eq!(
-                    a.bytes as u64,
-                    b["bytes"].as_u64().unwrap(),
-                    "{label} #{i}: bytes"
-                );
+                for (key, got) in [("n_tokens", a.n_tokens), ("bytes", a.bytes)] {
+                    same_count(&format!("{label} #{i}"), key, got as u64, b);
+                }
                 let words = b["words"].as_u64().unwrap()
                     + b.get("lines").and_then(|l| l.as_u64()).unwrap_or(0);
                 assert_eq!(a.words as u64, words, "{label} #{i}: words");
@@ -177,6 +162,14 @@ fn check(run: &Value, ours: &TaskReport) {
         }
         Examples::None => panic!("{label}: no per-example results"),
     }
+}
+
+/// `got` equals the scorer's integer `want[key]` (a prediction, a label or a count).
+fn same_count(label: &str, key: &str, got: u64, want: &Value) {
+    let w = want[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{label}: the reference has no integer {key}"));
+    assert_eq!(got, w, "{label}: {key}");
 }
 
 fn hex(bytes: &[u8]) -> String {
