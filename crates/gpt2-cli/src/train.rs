@@ -30,7 +30,10 @@ pub struct TrainArgs {
 
 pub fn run(a: TrainArgs) -> Result<()> {
     let cfg = TrainConfig::from_yaml_file(&a.config, &a.overrides)?;
-    let plan = cfg.plan(&a.config)?;
+    let mut plan = cfg.plan(&a.config)?;
+    // The commit this binary was built from (build.rs), so a run installed with `cargo install`
+    // or started from another directory still names the code that produced it.
+    plan.git_commit = Some(env!("GPT2_GIT_COMMIT").to_string()).filter(|c| c != "unknown");
     crate::print_table("gpt2 train: plan", &plan.rows());
     if a.dry_run {
         crate::print_table("memory", &gpt2_train::train::memory_rows(plan)?);

@@ -67,6 +67,38 @@ fn version_names_the_commit_and_help_shows_examples() {
         Some(c) => assert!(text.contains(&format!("(commit {c})")), "{text} vs {c}"),
         None => assert!(text.contains("(commit "), "{text}"),
     }
+    // The training plan names the same build commit, also when run from a directory that is not
+    // this checkout (it used to ask `git` in the working directory and print "unknown").
+    let built = text
+        .split("(commit ")
+        .nth(1)
+        .and_then(|t| t.split(')').next())
+        .unwrap_or_default()
+        .to_string();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let shards = elsewhere.path().join("shards");
+    let ins = inputs(elsewhere.path(), 1);
+    assert!(prepare(&ins, &shards).status().unwrap().success());
+    let config = root().join("configs/train/tiny-cpu.yaml");
+    let out = gpt2()
+        .args(["train", "--dry-run", "--config"])
+        .arg(&config)
+        .arg("--set")
+        .arg(format!("data.shards={}", shards.display()))
+        .current_dir(elsewhere.path())
+        .output()
+        .unwrap();
+    let plan = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{plan}");
+    let row = plan
+        .lines()
+        .find(|l| l.trim_start().starts_with("commit "))
+        .unwrap_or_default();
+    assert_eq!(
+        row.split_whitespace().nth(1),
+        Some(built.as_str()),
+        "{plan}"
+    );
     for cmd in ["urls", "prepare", "train", "eval", "sample", "export"] {
         let out = gpt2().args([cmd, "--help"]).output().unwrap();
         let help = String::from_utf8_lossy(&out.stdout).to_string();

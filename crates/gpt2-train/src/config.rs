@@ -279,7 +279,10 @@ pub struct TrainPlan {
     pub flops_per_token: u64,
     pub flops_per_step: u64,
     pub total_flops: f64,
-    /// `git rev-parse HEAD` of the source tree, when known.
+    /// The commit of the code that runs the plan, recorded in the plan table and checkpoints.
+    /// Set by the caller (the `gpt2` binary knows the commit it was built from); `None` prints
+    /// "unknown". Not read from `git` at run time: the working directory may be another
+    /// repository, or none.
     pub git_commit: Option<String>,
 }
 
@@ -506,7 +509,7 @@ impl TrainConfig {
             tokens_per_step,
             max_steps,
             total_tokens: tokens_per_step * max_steps,
-            git_commit: git_commit(),
+            git_commit: None,
             config: self,
         })
     }
@@ -618,16 +621,6 @@ fn apply_override(root: &mut serde_yaml::Value, kv: &str) -> std::result::Result
             .or_insert_with(|| serde_yaml::Value::Mapping(Default::default()));
     }
     Ok(())
-}
-
-fn git_commit() -> Option<String> {
-    let out = std::process::Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 #[cfg(test)]

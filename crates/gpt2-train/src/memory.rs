@@ -205,14 +205,10 @@ pub fn check(
         .map(|g| ((g * 1e9) as u64, "device.memory_gb"))
         .or(device.capacity_bytes.map(|c| (c, "the device's memory")));
     if let Some((budget, what)) = budget {
-        let verdict = if estimate.total <= budget {
-            "fits"
-        } else {
-            "does NOT fit"
-        };
         notes.push(format!(
-            "estimate {} {verdict} {what} ({})",
+            "estimate {} {} {what} ({})",
             mb(estimate.total),
+            verdict(estimate.total, budget),
             mb(budget)
         ));
     }
@@ -226,6 +222,22 @@ pub fn check(
                    batch.seq_len, or train on a device with larger limits"
                 .into(),
         })
+    }
+}
+
+/// How much more than the estimate a step has been measured to hold: on lavapipe the peak ran
+/// 19–25% above it at T ≤ 256 (the memory pools reserve pages of fixed sizes, which weighs most
+/// where the tensors are small; experiments/RESULTS.md, "Peak device memory").
+const MEASURED_OVERSHOOT: f64 = 1.25;
+
+/// The estimate against a memory budget: "fits" only with the measured overshoot to spare.
+fn verdict(total: u64, budget: u64) -> &'static str {
+    if total as f64 * MEASURED_OVERSHOOT <= budget as f64 {
+        "fits"
+    } else if total <= budget {
+        "fits only barely (measured peaks have run up to 25% above the estimate)"
+    } else {
+        "does NOT fit"
     }
 }
 
@@ -278,5 +290,19 @@ impl MemoryEstimate {
                 ),
             ),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::verdict;
+
+    #[test]
+    fn a_budget_within_the_measured_overshoot_is_called_tight_not_fitting() {
+        assert_eq!(verdict(100, 200), "fits");
+        assert_eq!(verdict(100, 125), "fits");
+        assert!(verdict(100, 124).starts_with("fits only barely"));
+        assert!(verdict(100, 100).starts_with("fits only barely"));
+        assert_eq!(verdict(100, 99), "does NOT fit");
     }
 }
