@@ -121,28 +121,58 @@ pub enum PeakSource {
 pub fn peak_memory_bytes(device: &Device) -> Option<(u64, PeakSource)> {
     #[cfg(any(feature = "cuda", feature = "wgpu"))]
     if let Some(client) = cube_client(device) {
-        let report = client.memory_report(cubecl_runtime::memory_management::MemoryScope::Device);
-        let bytes = report
-            .streams
-            .iter()
-            .flat_map(|s| {
-                s.pools
-                    .dynamic
-                    .iter()
-                    .chain([&s.pools.persistent, &s.pools.dedicated])
-                    .chain(s.auxiliary.iter().flat_map(|a| {
-                        a.pools
-                            .dynamic
-                            .iter()
-                            .chain([&a.pools.persistent, &a.pools.dedicated])
-                    }))
-            })
-            .map(pool_peak_bytes)
-            .sum();
-        return Some((bytes, PeakSource::DevicePools));
+        let scope = cubecl_runtime::memory_management::MemoryScope::Device;
+        return Some((pools_peak_bytes(&client, scope), PeakSource::DevicePools));
     }
     let _ = device;
     process_peak_rss().map(|b| (b, PeakSource::ProcessRss))
+}
+
+/// Size the GPU memory pools' pages, on the calling thread's stream, for allocations of up to
+/// `bytes` before a run allocates its working set. No-op on flex.
+///
+/// Why: CubeCL's default (adaptive) pools carve allocations from pages sized after the largest
+/// allocation so far. An allocation that outgrows them starts a pool of larger pages; the old
+/// pool serves nothing new and, once drained, leaves the memory report together with its
+/// high-water mark. A first training step that grows the pages as its tensors grow (embeddings,
+/// then the MLP's `[B·T, 4C]`, then the LM head's logits chunk) therefore read a peak far below
+/// what it held (gpt2-10m at 16 × 1024 on lavapipe: 378 MB where its activations alone are over
+/// 1 GB; experiments/RESULTS.md, "Peak device memory"), and paid for moving live tensors
+/// between pools. `bytes` should be an allocation the run makes anyway (the trainer passes its
+/// largest tensor), so the pages end at the size they would have grown to.
+pub fn presize_memory_pages(device: &Device, bytes: u64) {
+    #[cfg(any(feature = "cuda", feature = "wgpu"))]
+    if let Some(client) = cube_client(device) {
+        // Reserved and dropped at once: the pool keeps its page size, the page itself is reused.
+        drop(client.empty(bytes as usize));
+    }
+    let _ = (device, bytes);
+}
+
+/// The sum of every pool's high-water mark on `client`'s device over `scope`, in bytes.
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+pub(crate) fn pools_peak_bytes(
+    client: &burn_cubecl::cubecl::client::Client,
+    scope: cubecl_runtime::memory_management::MemoryScope,
+) -> u64 {
+    let report = client.memory_report(scope);
+    report
+        .streams
+        .iter()
+        .flat_map(|s| {
+            s.pools
+                .dynamic
+                .iter()
+                .chain([&s.pools.persistent, &s.pools.dedicated])
+                .chain(s.auxiliary.iter().flat_map(|a| {
+                    a.pools
+                        .dynamic
+                        .iter()
+                        .chain([&a.pools.persistent, &a.pools.dedicated])
+                }))
+        })
+        .map(pool_peak_bytes)
+        .sum()
 }
 
 /// A pool's high-water mark in bytes: its peak page count times its page size, or, for pools

@@ -488,3 +488,41 @@ fn adamw_kernel_equals_the_composed_update_over_30_steps() {
         assert!(e <= 1e-6, "{name}: relative error {e:e}");
     }
 }
+
+/// The peak memory a run reports counts every tensor it held at once, also when its tensors grow:
+/// 1, 10 and 60 MB held together, then dropped, read a peak of at least their 71 MB on their
+/// stream once the pages are sized for the largest (`presize_memory_pages`). Without that, each
+/// larger tensor starts a pool of larger pages, the smaller pools drain when their tensors go,
+/// and the report forgets them.
+#[test]
+fn peak_memory_keeps_tensors_of_growing_sizes_once_pages_are_presized() {
+    use cubecl_runtime::memory_management::MemoryScope;
+    let Some(wgpu) = wgpu_or_skip("peak memory") else {
+        return;
+    };
+    let client = crate::device::cube_client(&wgpu).expect("a wgpu device is a Cube device");
+    const MB: usize = 1_000_000;
+    // A stream of its own: other tests' tensors neither add to this peak nor hide it.
+    let peak = burn::tensor::StreamId::allocate().executes(|| {
+        crate::device::presize_memory_pages(&wgpu, 60 * MB as u64);
+        let held: Vec<Tensor<1>> = [1, 10, 60]
+            .iter()
+            .map(|m| Tensor::<1>::zeros([m * MB / 4], &wgpu))
+            .collect();
+        let sum: f32 = held
+            .iter()
+            .map(|t| t.clone().sum().into_scalar::<f32>())
+            .sum();
+        assert_eq!(sum, 0.0);
+        drop(held);
+        // A later allocation, which lets drained pools go.
+        let _ = Tensor::<1>::ones([MB / 4], &wgpu)
+            .sum()
+            .into_scalar::<f32>();
+        crate::device::pools_peak_bytes(&client, MemoryScope::CurrentStream)
+    });
+    assert!(
+        peak >= 71 * MB as u64,
+        "peak {peak} B < the 71 MB held at once"
+    );
+}

@@ -105,6 +105,16 @@ pub fn estimate(plan: &TrainPlan, chunk_rows: usize) -> MemoryEstimate {
     }
 }
 
+/// The largest single tensor a step of `plan` allocates, in bytes (the plan's LM-head chunk rows
+/// must be set): what the trainer sizes the GPU pools' pages for before it starts.
+pub fn largest_tensor_bytes(plan: &TrainPlan) -> u64 {
+    buffers(plan, plan.model.lm_head_chunk_rows)
+        .iter()
+        .map(|b| b.bytes)
+        .max()
+        .unwrap_or(0)
+}
+
 /// The tensors of a step that must each fit one buffer.
 fn buffers(plan: &TrainPlan, chunk_rows: usize) -> Vec<Buffer> {
     let m = &plan.model;
@@ -116,6 +126,8 @@ fn buffers(plan: &TrainPlan, chunk_rows: usize) -> Vec<Buffer> {
         m.n_head as u64,
     );
     let bsz = b.micro_batch as u64;
+    // A chunk never has more rows than the micro-batch has tokens.
+    let chunk_rows = chunk_rows.min(b.micro_batch * b.seq_len).max(1);
     let mut out = vec![
         Buffer {
             name: format!("the MLP activations [{} × {t}, {}] f32", bsz, 4 * c),

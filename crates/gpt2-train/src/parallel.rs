@@ -129,17 +129,20 @@ impl GradMean {
                 use burn::tensor::distributed::{all_reduce, ReduceOperation};
                 let layout = Layout::of(model, *bucket_elems);
                 std::thread::scope(|s| {
-                    for g in grads.iter_mut() {
+                    for (r, g) in grads.iter_mut().enumerate() {
                         let layout = &layout;
                         s.spawn(move || {
-                            let buckets: Vec<Tensor<1>> = layout
-                                .buckets(g)
-                                .into_iter()
-                                .map(|b| {
-                                    all_reduce(b, ReduceOperation::Mean, devices.to_vec()).resolve()
-                                })
-                                .collect();
-                            layout.unpack(&buckets, g);
+                            rank_stream(r).executes(|| {
+                                let buckets: Vec<Tensor<1>> = layout
+                                    .buckets(g)
+                                    .into_iter()
+                                    .map(|b| {
+                                        all_reduce(b, ReduceOperation::Mean, devices.to_vec())
+                                            .resolve()
+                                    })
+                                    .collect();
+                                layout.unpack(&buckets, g);
+                            })
                         });
                     }
                 });
@@ -256,7 +259,8 @@ fn take_flat(g: &mut GradientsParams, id: ParamId, rank: usize) -> Tensor<1> {
 }
 
 /// Runs `f(rank, item)` for every rank: on threads of their own when `parallel` (GPU devices),
-/// in rank order otherwise. Results come back in rank order.
+/// each on its rank's stream ([`rank_stream`]), in rank order otherwise. Results come back in
+/// rank order.
 pub fn on_each_rank<T: Send, R: Send>(
     items: &mut [T],
     parallel: bool,
@@ -270,13 +274,30 @@ pub fn on_each_rank<T: Send, R: Send>(
         let handles: Vec<_> = items
             .iter_mut()
             .enumerate()
-            .map(|(r, x)| s.spawn(move || f(r, x)))
+            .map(|(r, x)| s.spawn(move || rank_stream(r).executes(|| f(r, x))))
             .collect();
         handles
             .into_iter()
             .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
             .collect()
     })
+}
+
+/// The CubeCL stream rank `rank` submits its work on, the same for the whole process.
+///
+/// CubeCL gives every OS thread a stream of its own, and every stream its own memory pools. The
+/// ranks run on threads spawned for each step, so without a fixed stream each step started new
+/// pools on every device beside the old ones (a 2-device tiny run's reported peak grew by 91 MB
+/// a step, 347 → 984 MB over 8 steps; experiments/RESULTS.md) and synchronised across streams.
+/// Two runs in one process share these streams, which only orders their work (a stream is FIFO).
+pub fn rank_stream(rank: usize) -> burn::tensor::StreamId {
+    use burn::tensor::StreamId;
+    static STREAMS: std::sync::Mutex<Vec<StreamId>> = std::sync::Mutex::new(Vec::new());
+    let mut streams = STREAMS.lock().unwrap_or_else(|e| e.into_inner());
+    while streams.len() <= rank {
+        streams.push(StreamId::allocate());
+    }
+    streams[rank]
 }
 
 /// `model` on each device: rank 0 is `model` itself, the others `fork`s of it (same weights,
@@ -294,6 +315,20 @@ pub fn replicate(model: Gpt2, devices: &[Device]) -> Vec<Gpt2> {
 mod tests {
     use super::*;
     use burn::tensor::TensorData;
+
+    /// Each rank's work runs on one stream for every step (not one per spawned thread), and the
+    /// ranks' streams differ.
+    #[test]
+    fn ranks_keep_their_stream_from_step_to_step() {
+        let streams = |_: usize| {
+            on_each_rank(&mut [(), (), ()], true, |_, _| {
+                burn::tensor::StreamId::current()
+            })
+        };
+        let (first, second) = (streams(0), streams(1));
+        assert_eq!(first, second);
+        assert!(first[0] != first[1] && first[1] != first[2] && first[0] != first[2]);
+    }
 
     /// Rank `r`'s made-up gradient of every parameter of `model`, on `device`.
     fn grads_for(model: &Gpt2, r: usize, device: &Device) -> GradientsParams {

@@ -233,12 +233,20 @@ pub fn train(plan: TrainPlan, opts: &TrainOptions) -> Result<Summary> {
     let plan_json = serde_json::to_vec_pretty(&plan).expect("plan serialises");
     gpt2_data::io::write_atomic(&run_dir.join("plan.json"), &plan_json)?;
 
+    // GPU ranks feed their queues from threads of their own; flex replicas share the CPU.
+    let parallel = cfg.device.kind != "flex";
+    // The GPU pools' pages sized for the step's largest tensor before anything is allocated, on
+    // each rank's stream, so the memory report keeps every tensor a step holds
+    // (`presize_memory_pages` says why).
+    let largest = crate::memory::largest_tensor_bytes(&plan);
+    on_each_rank(&mut devices.clone(), parallel, |_, d| {
+        gpt2_model::device::presize_memory_pages(d, largest)
+    });
+
     // --- Replicas: fresh, or from a checkpoint; one per device. ----------------------------
     let start = start_dir(&run_dir, &opts.resume)?;
     let (mut ranks, mut state) = replicas(&plan, &devices, start.as_deref(), &say)?;
     let grad_mean = GradMean::new(&cfg.device.kind, &devices, cfg.device.bucket_mb);
-    // GPU ranks feed their queues from threads of their own; flex replicas share the CPU.
-    let parallel = cfg.device.kind != "flex";
     if ranks.len() > 1 {
         say(format!(
             "data parallel: {} ranks on {} {:?}, {} tokens/step in total, gradients: {}",
