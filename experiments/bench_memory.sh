@@ -11,8 +11,8 @@
 #   bash experiments/bench_memory.sh          # prints a dated Markdown block for RESULTS.md
 #
 # Three optimizer steps per run; the table gives the first step's peak and the largest over the
-# three (equal when the first step reaches the pools' high-water mark, as it should now that the
-# trainer sizes the pages before it); a fresh process per run, so each peak is that run's own.
+# three (they differ where the pools reserve another page after the first step, in steps of a
+# page; RESULTS.md part 6); a fresh process per run, so each peak is that run's own.
 # The goal: with `after`, the increase from T = 256 to 1024 at most 6× the increase from 64 to
 # 256 (memory linear in T gives 4×, attention's T² would give 16×).
 set -euo pipefail

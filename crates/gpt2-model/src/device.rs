@@ -137,8 +137,9 @@ pub fn peak_memory_bytes(device: &Device) -> Option<(u64, PeakSource)> {
 /// high-water mark. A first training step that grows the pages as its tensors grow (embeddings,
 /// then the MLP's `[B·T, 4C]`, then the LM head's logits chunk) therefore read a peak far below
 /// what it held (gpt2-10m at 16 × 1024 on lavapipe: 378 MB after the first step; 1,482 MB with
-/// the pages sized first, against a plan estimate of 1,952 MB; experiments/RESULTS.md, part 6). `bytes` should be an allocation the run makes anyway (the trainer passes its
-/// largest tensor), so the pages end at the size they would have grown to.
+/// the pages sized first, against a plan estimate of 1,952 MB; experiments/RESULTS.md, part 6).
+/// `bytes` should be an allocation the run makes anyway (the trainer passes its largest tensor),
+/// so the pages end at the size they would have grown to.
 pub fn presize_memory_pages(device: &Device, bytes: u64) {
     #[cfg(any(feature = "cuda", feature = "wgpu"))]
     if let Some(client) = cube_client(device) {
