@@ -34,16 +34,24 @@ pub fn run(a: TrainArgs) -> Result<()> {
     // The commit this binary was built from (build.rs), so a run installed with `cargo install`
     // or started from another directory still names the code that produced it.
     plan.git_commit = Some(env!("GPT2_GIT_COMMIT").to_string()).filter(|c| c != "unknown");
-    crate::print_table("gpt2 train: plan", &plan.rows());
-    if a.dry_run {
-        crate::print_table("memory", &gpt2_train::train::memory_rows(plan)?);
-        return Ok(());
-    }
     let resume = match a.resume.as_deref() {
         None => Resume::No,
         Some("auto") => Resume::Auto,
         Some(p) => Resume::Path(PathBuf::from(p)),
     };
+    // A run that continues its own checkpoint does not read init_from: the plan says so.
+    if let Some(init) = plan.init.as_mut() {
+        init.ignored_for = match &resume {
+            Resume::No => None,
+            Resume::Auto => gpt2_train::train::latest_checkpoint(&plan.config.run_dir)?,
+            Resume::Path(p) => Some(p.clone()),
+        };
+    }
+    crate::print_table("gpt2 train: plan", &plan.rows());
+    if a.dry_run {
+        crate::print_table("memory", &gpt2_train::train::memory_rows(plan)?);
+        return Ok(());
+    }
     let s = train(
         plan,
         &TrainOptions {
@@ -51,11 +59,17 @@ pub fn run(a: TrainArgs) -> Result<()> {
             quiet: a.quiet,
         },
     )?;
+    let loss = |v: Option<f64>| v.filter(|v| v.is_finite()).map_or("-".into(), |v| format!("{v:.4}"));
     eprintln!(
-        "done: step {} | train loss {:.4} | val loss {} | checkpoint {}",
+        "{}: step {} | train loss {} | val loss {} | checkpoint {}",
+        if s.already_finished {
+            "already finished (nothing to train)"
+        } else {
+            "done"
+        },
         s.step,
-        s.last_train_loss,
-        s.last_val_loss.map_or("-".into(), |v| format!("{v:.4}")),
+        loss(Some(s.last_train_loss)),
+        loss(s.last_val_loss),
         s.last_checkpoint
             .map_or("-".into(), |p| p.display().to_string())
     );

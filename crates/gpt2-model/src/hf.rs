@@ -259,6 +259,26 @@ fn infer_config(t: &Tensors<'_>) -> Result<Gpt2Config> {
     Ok(config)
 }
 
+/// The architecture of an HF GPT-2 checkpoint without loading its weights: `config.json` beside
+/// the weights when present, else inferred from the tensor shapes (as [`load_hf`] does).
+pub fn source_config(path: impl AsRef<Path>) -> Result<Gpt2Config> {
+    let (weights, config_path) = resolve(path.as_ref());
+    if config_path.is_file() {
+        return read_hf_config(&config_path);
+    }
+    let bytes = std::fs::read(&weights).map_err(|e| ModelError::io(&weights, e))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| ModelError::Safetensors {
+        path: weights.clone(),
+        reason: e.to_string(),
+    })?;
+    infer_config(&Tensors::new(&weights, &st)?)
+}
+
+/// The weights file of an HF checkpoint: `model.safetensors` in a directory, or the file given.
+pub fn weights_file(path: impl AsRef<Path>) -> PathBuf {
+    resolve(path.as_ref()).0
+}
+
 /// Imports an HF GPT-2 checkpoint. `path` is a model directory or a `.safetensors` file; the
 /// architecture comes from `config.json` beside it when present, else from the tensor shapes.
 pub fn load_hf(path: impl AsRef<Path>, device: &Device) -> Result<Gpt2> {

@@ -238,7 +238,16 @@ pub enum NanPolicy {
 pub struct TrainConfig {
     /// Where checkpoints, metrics.jsonl, the loss plot and plan.json go.
     pub run_dir: PathBuf,
-    pub model: ModelSpec,
+    /// The architecture. May be left out with `init_from`, which then gives it; given with it,
+    /// it must describe the same shape (it may still set `dropout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelSpec>,
+    /// Start from these weights instead of a random init (nanoGPT's `init_from`): a Hugging
+    /// Face GPT-2 directory, one of our checkpoints, or a run directory (its newest complete
+    /// checkpoint). The optimizer, schedule and data position start fresh; `--resume` of this
+    /// run's own checkpoints takes precedence. See `init.rs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<PathBuf>,
     pub data: DataConfig,
     pub batch: BatchConfig,
     pub optimizer: OptimizerConfig,
@@ -258,6 +267,18 @@ pub struct TrainConfig {
     pub log_interval: u64,
     #[serde(default)]
     pub nan_policy: NanPolicy,
+    #[serde(default)]
+    pub logging: LoggingConfig,
+}
+
+/// Where metrics go besides `metrics.jsonl` and `loss.svg` (always written).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingConfig {
+    /// TensorBoard event files under `run_dir/tb/`: every scalar of metrics.jsonl, by step
+    /// (W&B can sync them with `wandb sync` or `sync_tensorboard`). See `tensorboard.rs`.
+    #[serde(default)]
+    pub tensorboard: bool,
 }
 
 fn ten() -> u64 {
@@ -279,6 +300,9 @@ pub struct TrainPlan {
     pub flops_per_token: u64,
     pub flops_per_step: u64,
     pub total_flops: f64,
+    /// Where the initial weights come from (`init_from`), with their sha256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<crate::init::InitSource>,
     /// The commit of the code that runs the plan, recorded in the plan table and checkpoints.
     /// Set by the caller (the `gpt2` binary knows the commit it was built from); `None` prints
     /// "unknown". Not read from `git` at run time: the working directory may be another
@@ -314,18 +338,51 @@ impl TrainConfig {
     #[allow(clippy::neg_cmp_op_on_partial_ord, clippy::manual_is_multiple_of)]
     pub fn plan(self, origin: &Path) -> Result<TrainPlan> {
         let mut p = Vec::new();
-        let model = match &self.model {
-            ModelSpec::Preset(name) => match Gpt2Config::from_name_or_path(name) {
-                Ok(m) => Some(m),
+        let yaml_model = match &self.model {
+            Some(ModelSpec::Preset(name)) => match Gpt2Config::from_name_or_path(name) {
+                Ok(m) => Some((m, name.clone())),
                 Err(e) => {
                     p.push(format!("model: {e}"));
                     None
                 }
             },
-            ModelSpec::Inline(m) => match m.validate() {
-                Ok(()) => Some(m.clone()),
+            Some(ModelSpec::Inline(m)) => match m.validate() {
+                Ok(()) => Some((m.clone(), "the inline architecture".to_string())),
                 Err(e) => {
                     p.push(format!("model: {e}"));
+                    None
+                }
+            },
+            None => None,
+        };
+        let mut init = None;
+        let model = match (&self.init_from, yaml_model) {
+            (None, None) => {
+                if self.model.is_none() {
+                    p.push("model: required (a preset such as tiny-cpu or gpt2-117m, or an inline architecture), unless init_from gives the weights".into());
+                }
+                None
+            }
+            (None, Some((m, _))) => Some(m),
+            (Some(from), yaml) => match crate::init::resolve(from) {
+                Ok((source, shape)) => {
+                    init = Some(source);
+                    match yaml {
+                        // The YAML's own settings (dropout) on the source's shape.
+                        Some((m, name)) => {
+                            match crate::init::check_same_shape(&m, &name, &shape, from) {
+                                Ok(()) => Some(m),
+                                Err(e) => {
+                                    p.push(e);
+                                    None
+                                }
+                            }
+                        }
+                        None => Some(shape),
+                    }
+                }
+                Err(e) => {
+                    p.push(e);
                     None
                 }
             },
@@ -509,6 +566,7 @@ impl TrainConfig {
             tokens_per_step,
             max_steps,
             total_tokens: tokens_per_step * max_steps,
+            init,
             git_commit: None,
             config: self,
         })
@@ -532,6 +590,13 @@ impl TrainPlan {
                 ),
             ),
             ("data".into(), c.data.shards.display().to_string()),
+            (
+                "init".into(),
+                self.init.as_ref().map_or_else(
+                    || format!("random (seed {})", c.seed),
+                    crate::init::InitSource::describe,
+                ),
+            ),
             (
                 "batch".into(),
                 format!(

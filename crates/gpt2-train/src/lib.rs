@@ -12,12 +12,14 @@ pub mod device;
 pub mod error;
 pub mod eval;
 pub mod infer;
+pub mod init;
 pub mod memory;
 pub mod metrics;
 pub mod optim;
 pub mod parallel;
 pub mod schedule;
 pub mod tasks;
+pub mod tensorboard;
 pub mod train;
 
 pub use config::{TrainConfig, TrainPlan};

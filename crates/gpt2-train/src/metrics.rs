@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{IoContext, Result};
+use crate::tensorboard::EventWriter;
 
 /// One line of `metrics.jsonl`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -68,6 +69,22 @@ impl Record {
     }
 }
 
+impl Record {
+    /// Every number of the row as it is written to metrics.jsonl, tagged `{kind}/{field}`
+    /// (`train/loss`, `val/loss`, `hellaswag/acc_norm`); the step is the key, not a scalar.
+    pub fn scalars(&self) -> Vec<(String, f64)> {
+        let value = serde_json::to_value(self).expect("serialises");
+        let Some(fields) = value.as_object() else {
+            return Vec::new();
+        };
+        fields
+            .iter()
+            .filter(|(k, _)| k.as_str() != "step")
+            .filter_map(|(k, v)| Some((format!("{}/{k}", self.kind), v.as_f64()?)))
+            .collect()
+    }
+}
+
 fn nan() -> f64 {
     f64::NAN
 }
@@ -81,15 +98,22 @@ fn null_as_nan<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f6
     Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
+/// The metrics file's name in the run directory.
+pub const FILE: &str = "metrics.jsonl";
+
 pub struct MetricsLog {
     path: PathBuf,
+    /// The same rows as TensorBoard scalars (`logging.tensorboard`).
+    tensorboard: Option<EventWriter>,
 }
 
 impl MetricsLog {
     /// Open `run_dir/metrics.jsonl`; records after `resume_step` (written by a run that then
-    /// died) are dropped, so the file describes exactly the run that continues.
-    pub fn open(run_dir: &Path, resume_step: u64) -> Result<Self> {
-        let path = run_dir.join("metrics.jsonl");
+    /// died) are dropped, so the file describes exactly the run that continues. With
+    /// `tensorboard`, a new event file under `run_dir/tb/` supersedes the older files' events
+    /// after `resume_step` the same way (`tensorboard.rs`).
+    pub fn open(run_dir: &Path, resume_step: u64, tensorboard: bool) -> Result<Self> {
+        let path = run_dir.join(FILE);
         if path.exists() {
             let kept: Vec<String> = read(&path)?
                 .into_iter()
@@ -104,16 +128,23 @@ impl MetricsLog {
             .at(&tmp)?;
             fs::rename(&tmp, &path).at(&path)?;
         }
-        Ok(Self { path })
+        let tensorboard = tensorboard
+            .then(|| EventWriter::create(&run_dir.join(crate::tensorboard::DIR), resume_step + 1))
+            .transpose()?;
+        Ok(Self { path, tensorboard })
     }
 
-    pub fn append(&self, r: &Record) -> Result<()> {
+    pub fn append(&mut self, r: &Record) -> Result<()> {
         let mut f = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.path)
             .at(&self.path)?;
-        writeln!(f, "{}", serde_json::to_string(r).expect("serialises")).at(&self.path)
+        writeln!(f, "{}", serde_json::to_string(r).expect("serialises")).at(&self.path)?;
+        if let Some(tb) = &mut self.tensorboard {
+            tb.scalars(r.step, &r.scalars())?;
+        }
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -271,12 +302,12 @@ mod tests {
     #[test]
     fn resume_truncates_and_plot_draws_both_series() {
         let dir = tempfile::tempdir().unwrap();
-        let log = MetricsLog::open(dir.path(), 0).unwrap();
+        let mut log = MetricsLog::open(dir.path(), 0, false).unwrap();
         for s in 1..=6 {
             log.append(&rec(s, "train", 10.0 - s as f64)).unwrap();
         }
         log.append(&rec(4, "val", 6.5)).unwrap();
-        let log = MetricsLog::open(dir.path(), 4).unwrap();
+        let log = MetricsLog::open(dir.path(), 4, false).unwrap();
         let r = read(log.path()).unwrap();
         assert_eq!(r.iter().map(|x| x.step).max(), Some(4));
         assert_eq!(r.len(), 5);
@@ -290,7 +321,7 @@ mod tests {
     #[test]
     fn task_rows_round_trip_and_are_plotted() {
         let dir = tempfile::tempdir().unwrap();
-        let log = MetricsLog::open(dir.path(), 0).unwrap();
+        let mut log = MetricsLog::open(dir.path(), 0, false).unwrap();
         log.append(&rec(2, "train", 9.0)).unwrap();
         let mut row = Record::loss(2, "hellaswag", f64::NAN, 0);
         row.scores = [("acc", 0.25), ("acc_norm", 0.5), ("n", 8.0)]

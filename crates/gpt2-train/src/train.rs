@@ -67,6 +67,9 @@ pub struct Summary {
     /// Stopped early by SIGINT/SIGTERM.
     pub interrupted: bool,
     pub skipped_updates: u64,
+    /// The run had already reached its last step: nothing was trained, and the losses are the
+    /// last ones its metrics.jsonl recorded.
+    pub already_finished: bool,
 }
 
 /// Peak dense bf16 FLOP/s used for MFU on CUDA: 788 TFLOP/s measured for an 8192³ bf16 matmul
@@ -258,7 +261,12 @@ pub fn train(plan: TrainPlan, opts: &TrainOptions) -> Result<Summary> {
         ));
     }
 
-    let log = MetricsLog::open(&run_dir, state.step)?;
+    if state.step >= plan.max_steps {
+        // A finished run started again (`make demo` twice): nothing to train; report how it
+        // ended rather than a step that never ran.
+        return finished(&run_dir, &state, start);
+    }
+    let mut log = MetricsLog::open(&run_dir, state.step, cfg.logging.tensorboard)?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone()).at(&run_dir)?;
@@ -271,6 +279,7 @@ pub fn train(plan: TrainPlan, opts: &TrainOptions) -> Result<Summary> {
         last_checkpoint: None,
         interrupted: false,
         skipped_updates: state.skipped_updates,
+        already_finished: false,
     };
     // MFU against the peak of all devices together.
     let peak = (cfg.device.kind == "cuda").then_some(PEAK_FLOPS_H200_BF16 * ranks.len() as f64);
@@ -373,6 +382,33 @@ pub fn train(plan: TrainPlan, opts: &TrainOptions) -> Result<Summary> {
     Ok(summary)
 }
 
+/// The summary of a run resumed at its last step: its last train and val losses from
+/// metrics.jsonl and the checkpoint it ended with.
+fn finished(run_dir: &Path, state: &TrainState, checkpoint: Option<PathBuf>) -> Result<Summary> {
+    let path = run_dir.join(metrics::FILE);
+    let records = if path.exists() {
+        metrics::read(&path)?
+    } else {
+        Vec::new()
+    };
+    let last = |kind: &str| {
+        records
+            .iter()
+            .rev()
+            .find(|r| r.kind == kind && r.step <= state.step && r.loss.is_finite())
+            .map(|r| r.loss)
+    };
+    Ok(Summary {
+        step: state.step,
+        last_train_loss: last("train").unwrap_or(f64::NAN),
+        last_val_loss: last("val"),
+        last_checkpoint: checkpoint,
+        interrupted: false,
+        skipped_updates: state.skipped_updates,
+        already_finished: true,
+    })
+}
+
 /// `plan` with the LM head's chunk size taken from `device` (unless the config sets one), and
 /// its memory estimate checked against the device's limits: an error where a tensor cannot fit
 /// one buffer or flash attention cannot fit the shared memory, else notes for the log.
@@ -433,7 +469,7 @@ fn peak_memory(devices: &[Device]) -> Option<(f64, &'static str)> {
 
 /// The checkpoint to start from: none, the newest complete one (damaged ones are reported and
 /// skipped), or the one named.
-fn start_dir(run_dir: &Path, resume: &Resume) -> Result<Option<PathBuf>> {
+pub fn start_dir(run_dir: &Path, resume: &Resume) -> Result<Option<PathBuf>> {
     Ok(match resume {
         Resume::No => None,
         Resume::Path(p) => Some(p.clone()),
@@ -470,10 +506,15 @@ fn replicas(
             let state = checkpoint::load_state(dir)?;
             let model = gpt2_model::load_hf_with_config(dir, Some(plan.model.clone()), &main)?;
             say(format!(
-                "resuming from {} (step {}, {} tokens seen)",
+                "resuming from {} (step {}, {} tokens seen){}",
                 dir.display(),
                 state.step,
-                state.tokens_seen
+                state.tokens_seen,
+                if plan.init.is_some() {
+                    "; init_from is not read"
+                } else {
+                    ""
+                }
             ));
             let was = state.plan.world_size;
             if was != devices.len() {
@@ -485,7 +526,18 @@ fn replicas(
             (model, state)
         }
         None => {
-            let model = Gpt2::new(&plan.model, &main, cfg.seed)?;
+            let model = match crate::init::load(plan.init.as_ref(), &plan.model, &main)? {
+                Some(model) => {
+                    let init = plan.init.as_ref().expect("loaded from it");
+                    say(format!(
+                        "weights from {} (sha256 {})",
+                        init.resolved.display(),
+                        init.sha256
+                    ));
+                    model
+                }
+                None => Gpt2::new(&plan.model, &main, cfg.seed)?,
+            };
             let loss_scale = if cfg.precision == Precision::F16 {
                 cfg.loss_scale.init
             } else {

@@ -199,6 +199,93 @@ fn real_test_sets_match_the_python_scorer() {
     }
 }
 
+/// The input a reference run names: a committed file, or a fixture (`None` where the fixtures
+/// are absent), cut to its `lines` (0-based line indices) when it lists them, written to `tmp`.
+fn reference_input(run: &Value, tmp: &Path) -> Option<PathBuf> {
+    let path = match (run.get("input"), run.get("fixture")) {
+        (Some(input), _) => root().join(input.as_str().unwrap()),
+        (None, Some(fixture)) => fixtures()?.join(fixture.as_str().unwrap()),
+        _ => panic!("a reference run without input or fixture: {run}"),
+    };
+    let Some(lines) = run.get("lines").and_then(|l| l.as_array()) else {
+        return Some(path);
+    };
+    let text = std::fs::read_to_string(&path).unwrap();
+    let all: Vec<&str> = text.split('\n').collect();
+    let picked: String = lines
+        .iter()
+        .map(|i| format!("{}\n", all[i.as_u64().unwrap() as usize]))
+        .collect();
+    let out = tmp.join(format!("lines-{}.jsonl", lines.len()));
+    std::fs::write(&out, &picked).unwrap();
+    if let Some(sha) = run.get("lines_sha256") {
+        assert_eq!(hex(&Sha256::digest(picked.as_bytes())), sha.as_str().unwrap());
+    }
+    Some(out)
+}
+
+fn model_at(dir: &Value) -> gpt2_model::Gpt2 {
+    gpt2_model::load_hf(root().join(dir.as_str().unwrap()), &Device::flex()).unwrap()
+}
+
+/// LAMBADA past a 128-token context (`tests/reference/eval/model128`): the scorer's results on
+/// hand-written passages of 138–300 tokens and on every real example over 128 tokens.
+#[test]
+fn lambada_past_a_128_token_context_matches_the_python_scorer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = reference()["lambada_128"].as_array().unwrap().clone();
+    assert!(runs.iter().all(|r| r["truncated"].as_u64().unwrap() > 0));
+    for run in &runs {
+        let Some(input) = reference_input(run, tmp.path()) else {
+            continue;
+        };
+        let model = model_at(&run["model"]);
+        let report = tasks::run(&model, Task::Lambada, &input, &opts_from(&run["args"])).unwrap();
+        check(run, &report);
+    }
+}
+
+/// `--task lambada` gives lm-eval-harness's own numbers: its `HFLM.loglikelihood` outputs
+/// (`lmeval_lambada.json`, written by crosscheck.py with lm_eval 0.4.13) for the 64- and
+/// 128-token models, on examples that fit and on examples it truncates: the same per-example
+/// log-likelihood (1e-5 relative), the same greedy decision, and so the same ppl and acc.
+#[test]
+fn lambada_equals_lm_evals_loglikelihood_on_truncated_examples() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = root().join("tests/reference/eval/lmeval_lambada.json");
+    let lmeval: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    for run in lmeval["runs"].as_array().unwrap() {
+        let Some(input) = reference_input(run, tmp.path()) else {
+            continue;
+        };
+        let label = format!("{} on {}", run["model"], input.display());
+        let model = model_at(&run["model"]);
+        let report = tasks::run(&model, Task::Lambada, &input, &opts_from(&run["args"])).unwrap();
+        let Examples::Lambada(ours) = &report.examples else {
+            panic!("{label}: not LAMBADA results");
+        };
+        let theirs = run["examples"].as_array().unwrap();
+        assert_eq!(ours.len(), theirs.len(), "{label}");
+        let context = model.config().block_size;
+        let truncated = ours
+            .iter()
+            .filter(|e| e.context_ids.len() + e.target_ids.len() > context + 1)
+            .count();
+        assert_eq!(truncated as u64, run["truncated"].as_u64().unwrap(), "{label}");
+        for (i, (a, b)) in ours.iter().zip(theirs).enumerate() {
+            close(&format!("{label} #{i}"), a.logprob, b["logprob"].as_f64().unwrap());
+            assert_eq!(a.greedy, b["is_greedy"].as_bool().unwrap(), "{label} #{i}");
+        }
+        let n = theirs.len() as f64;
+        let mean: f64 = theirs.iter().map(|e| e["logprob"].as_f64().unwrap()).sum::<f64>() / n;
+        let acc = theirs.iter().filter(|e| e["is_greedy"] == true).count() as f64 / n;
+        let pairs = report.metrics.pairs();
+        let get = |k: &str| pairs.iter().find(|p| p.0 == k).unwrap().1;
+        close(&format!("{label}: ln ppl"), get("ppl").ln(), -mean);
+        assert_eq!(get("acc"), acc, "{label}: acc");
+    }
+}
+
 /// The whole WikiText test file: lm-eval's document count, and its words and bytes before
 /// detokenisation (the denominators of word perplexity and bits per byte), and the detokenised
 /// text of every document.

@@ -16,9 +16,15 @@ What it compares (on the committed inputs and, when present, the fixtures):
   the tokenizer's bos = EOT, max_length = n_positions) against our per-document nll.  The
   HF tokenizer is GPT2TokenizerFast built from the same vocab.bpe/encoder.json tiktoken uses.
 * ptb: loglikelihood_rolling of the whole stream.
-* lambada: HFLM.loglikelihood((context, " " + last_word)) against our logprob/greedy for the
-  examples whose ctx+tgt fits in n_positions (lm-eval keeps one more context token when it
-  truncates; see scorer.py).
+* lambada: HFLM.loglikelihood((context, " " + last_word)) against our logprob/greedy on ALL
+  examples, truncated ones included: model/ (n_positions 64) on inputs/lambada.jsonl and the
+  fixture's first 200 examples; model128/ (n_positions 128) on inputs/lambada_long.jsonl and
+  every fixture example whose ctx+tgt exceeds 128 tokens (the same "lines" as expected.json's
+  lambada_128 entry, asserted).  It also asserts that lm-eval's own encoding of each pair
+  (HFLM._encode_pair: the target encoded jointly, encode(ctx+tgt)[len(ctx):]) gives exactly
+  our ctx_ids/tgt_ids, and that lm-eval warned "Truncating" for exactly the examples with
+  ctx+tgt > n_positions + 1.  lm-eval's own per-example outputs (logprob, is_greedy) are
+  written to tests/reference/eval/lmeval_lambada.json for the Rust tests.
 * hellaswag: a line-by-line transcription of llm.c's evaluate() (full logits, F.cross_entropy,
   shifted mask) on each task, against our losses/pred/pred_norm.
 Prints the max |difference| per check and exits non-zero on a decision mismatch or a
@@ -36,16 +42,32 @@ import scorer  # noqa: E402
 
 FIX = "/work/shared/fixtures/evaldata"
 MODEL = os.path.join(HERE, "model")
+MODEL128 = os.path.join(HERE, "model128")
+LMEVAL_OUT = os.path.join(HERE, "lmeval_lambada.json")
 INPUTS = os.path.join(HERE, "inputs")
 CACHE = os.environ.get("TIKTOKEN_CACHE_DIR", os.path.join(ROOT, "experiments", ".tiktoken-cache"))
 
 
-def run(task, data, extra=()):
+def run(task, data, extra=(), model_dir=MODEL):
     import contextlib
     import io
     with contextlib.redirect_stdout(io.StringIO()):
-        return scorer.main(["--model", MODEL, "--task", task, "--data", data, "--per-example",
-                            *extra])
+        return scorer.main(["--model", model_dir, "--task", task, "--data", data,
+                            "--per-example", *extra])
+
+
+def rel(path):
+    return os.path.relpath(path, ROOT)
+
+
+def enc_tiktoken():
+    import tiktoken
+    return tiktoken.get_encoding("gpt2")
+
+
+def lm_eval_version():
+    from importlib.metadata import version
+    return version("lm_eval")
 
 
 def main():
@@ -74,6 +96,10 @@ def main():
     model = GPT2LMHeadModel.from_pretrained(MODEL, attn_implementation="eager").eval()
     lm = HFLM(pretrained=model, tokenizer=tok, batch_size=16, device="cpu")
     assert lm.prefix_token_id == scorer.EOT and lm.max_length == model.config.n_positions
+    model128 = GPT2LMHeadModel.from_pretrained(MODEL128, attn_implementation="eager").eval()
+    lm128 = HFLM(pretrained=model128, tokenizer=tok, batch_size=16, device="cpu")
+    assert lm128.prefix_token_id == scorer.EOT and lm128.max_length == 128 == \
+        model128.config.n_positions
     bad = []
 
     def check(name, diffs, decisions_ok=True):
@@ -119,24 +145,94 @@ def main():
         (ll,) = rolling([text])
         check(f"ptb nll {os.path.basename(path)}", [abs(-ll - ours["examples"][0]["nll"])])
 
-    # lambada
-    for path, limit in [(os.path.join(INPUTS, "lambada.jsonl"), None),
-                        (os.path.join(FIX, "lambada_openai/lambada_test.jsonl"), 200)]:
+    # lambada: all examples, truncated ones included
+    import hashlib
+    import json
+    import logging
+    import make_eval_reference as mer  # only for its helpers (nothing runs on import)
+
+    class Truncations(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.n = 0
+
+        def emit(self, record):
+            self.n += "Truncating" in record.getMessage()
+
+    trunc = Truncations()
+    hf_logger = logging.getLogger("lm_eval.models.huggingface")
+    hf_logger.addHandler(trunc)
+    hf_logger.propagate = False  # one warning per truncated example otherwise
+    with open(os.path.join(HERE, "expected.json"), encoding="utf-8") as f:
+        expected = json.load(f)
+    fix_lambada = os.path.join(FIX, "lambada_openai/lambada_test.jsonl")
+    # (model dir, HFLM, path, --limit, selected line indices or None)
+    lam_runs = [(MODEL, lm, os.path.join(INPUTS, "lambada.jsonl"), None, None),
+                (MODEL, lm, fix_lambada, 200, None),
+                (MODEL128, lm128, os.path.join(INPUTS, "lambada_long.jsonl"), None, None)]
+    if os.path.exists(fix_lambada):
+        lines = mer.lambada_long_lines(scorer, enc_tiktoken(), fix_lambada, 128)
+        (exp_entry,) = [e for e in expected["lambada_128"] if "fixture" in e]
+        assert lines == exp_entry["lines"], "over-128 lines differ from expected.json"
+        lam_runs.append((MODEL128, lm128, fix_lambada, None, lines))
+    lmeval_runs = []
+    tmpdir = tempfile.mkdtemp()
+    for model_dir, hflm, path, limit, lines in lam_runs:
         if not os.path.exists(path):
             continue
-        texts = scorer.load_lambada(path, limit)
-        ours = run("lambada", path, ["--limit", str(limit)] if limit else [])
-        reqs, keep = [], []
-        for i, t in enumerate(texts):
-            e = ours["examples"][i]
-            if len(e["ctx_ids"]) + len(e["tgt_ids"]) <= model.config.n_positions:
-                c, w = t.rsplit(" ", 1)
-                reqs.append(Instance("loglikelihood", {}, (c, " " + w), len(reqs)))
-                keep.append(e)
-        res = lm.loglikelihood(reqs, disable_tqdm=True)
-        check(f"lambada {os.path.basename(path)} (untruncated)",
-              [abs(l - e["logprob"]) for (l, _), e in zip(res, keep)],
-              all(g == e["greedy"] for (_, g), e in zip(res, keep)))
+        L = hflm.max_length
+        data = path
+        if lines is not None:
+            all_lines = scorer.read_text(path).split("\n")
+            data = os.path.join(tmpdir, "lambada_selected.jsonl")
+            with open(data, "w", encoding="utf-8", newline="\n") as f:
+                f.write("".join(all_lines[i] + "\n" for i in lines))
+        texts = scorer.load_lambada(data, limit)
+        ours = run("lambada", data, ["--limit", str(limit)] if limit else [], model_dir)
+        assert len(ours["examples"]) == len(texts)
+        reqs = []
+        for i, (t, e) in enumerate(zip(texts, ours["examples"])):
+            c, w = t.rsplit(" ", 1)
+            # lm-eval's own encoding (target encoded jointly) must give our ids
+            assert hflm._encode_pair(c, " " + w) == (e["ctx_ids"], e["tgt_ids"]), (path, i)
+            reqs.append(Instance("loglikelihood", {}, (c, " " + w), i))
+        n_trunc = sum(len(e["ctx_ids"]) + len(e["tgt_ids"]) > L + 1 for e in ours["examples"])
+        trunc.n = 0
+        res = hflm.loglikelihood(reqs, disable_tqdm=True)
+        assert trunc.n == n_trunc, (path, trunc.n, n_trunc)
+        diffs = [abs(l - e["logprob"]) for (l, _), e in zip(res, ours["examples"], strict=True)]
+        same = all(g == e["greedy"] for (_, g), e in zip(res, ours["examples"]))
+        name = f"lambada {os.path.basename(path)} L={L}"
+        if limit:
+            name += f" --limit {limit}"
+        if lines is not None:
+            name += " (>128 lines)"
+        check(f"{name} ({n_trunc} truncated)", diffs, same)
+        entry = {"model": rel(model_dir)}
+        if path.startswith(FIX):
+            entry.update({"fixture": os.path.relpath(path, FIX), "fixture_sha256":
+                          mer.sha256_file(path)})
+        else:
+            entry.update({"input": rel(path), "input_sha256": mer.sha256_file(path)})
+        if lines is not None:
+            entry["lines"] = lines
+        entry.update({"args": ["--limit", str(limit)] if limit else [], "n": len(res),
+                      "truncated": n_trunc, "max_abs_diff_vs_scorer": max(diffs, default=0.0),
+                      "examples": [{"logprob": l, "is_greedy": g} for l, g in res]})
+        lmeval_runs.append(entry)
+    hf_logger.removeHandler(trunc)
+    hf_logger.propagate = True
+    import transformers
+    mer.write_json({
+        "about": "lm-eval-harness's own HFLM.loglikelihood((context, ' ' + last_word)) outputs "
+                 "(logprob, is_greedy) per LAMBADA example; made by crosscheck.py (see README.md)",
+        "versions": {"lm_eval": lm_eval_version(), "torch": torch.__version__,
+                     "transformers": transformers.__version__},
+        "hflm": {"batch_size": 16, "device": "cpu", "dtype": "float32",
+                 "tokenizer": "GPT2TokenizerFast from tiktoken's gpt2 vocab/merges"},
+        "runs": lmeval_runs}, LMEVAL_OUT)
+    with open(LMEVAL_OUT, "rb") as f:
+        print(f"wrote {LMEVAL_OUT} (sha256 {hashlib.sha256(f.read()).hexdigest()[:16]}...)")
 
     # hellaswag: llm.c evaluate() transcription
     for path, limit in [(os.path.join(INPUTS, "hellaswag.jsonl"), None),

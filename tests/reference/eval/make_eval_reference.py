@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Make tests/reference/eval/{model/, expected.json} with scorer.py (see README.md there).
+"""Make tests/reference/eval/{model/, model128/, expected.json} with scorer.py (see README.md).
 
 Usage (from the repository root; needs experiments/.venv with tiktoken AND torch,
 transformers, safetensors, numpy -- see README.md):
@@ -9,7 +9,9 @@ transformers, safetensors, numpy -- see README.md):
    --rebuild-model): GPT2Config(vocab_size=50257, n_positions=64, n_embd=16, n_layer=2,
    n_head=2), tied LM head, weights drawn with numpy's PCG64 seeded from SEED and the crc32
    of each parameter's name (see init_weights), saved with save_pretrained(safe_serialization=
-   True).
+   True).  Likewise tests/reference/eval/model128/: the same recipe (same seeds, same spec)
+   with n_positions=128; it differs from model/ only in wpe, whose first 64 rows are even
+   equal to model/'s (numpy draws the (128, 16) matrix row-major from the same stream).
 2. Self-checks: the rolling/strided windows against a transcription of lm-eval's functions and
    against the alignment invariants, the page splitter and the detokeniser on small cases.
 3. Runs scorer.py (in this process) with --per-example on the committed inputs (float32,
@@ -17,6 +19,9 @@ transformers, safetensors, numpy -- see README.md):
    |difference| of the per-example values; and, when the fixtures directory exists, on the
    real LAMBADA / HellaSwag / WikiText-2 / PTB fixtures (first 200 / 100 / 5 documents /
    300 lines), with whole-file statistics and sha256s.
+   LAMBADA with model128 ("lambada_128"): inputs/lambada_long.jsonl (every example > 128
+   tokens) and, with the fixtures, every real example whose ctx+tgt exceeds 128 tokens (the
+   selected lines are written to a temporary file and scored, as the Rust test does).
 4. Writes tests/reference/eval/expected.json.
 """
 import argparse
@@ -36,12 +41,15 @@ SETUP_SH = os.path.join(ROOT, "experiments", "setup_tiktoken.sh")
 VENV_PY = os.path.join(ROOT, "experiments", ".venv", "bin", "python")
 CACHE_DIR = os.path.join(ROOT, "experiments", ".tiktoken-cache")
 MODEL_DIR = os.path.join(HERE, "model")
+MODEL128_DIR = os.path.join(HERE, "model128")
 INPUTS = os.path.join(HERE, "inputs")
 OUT = os.path.join(HERE, "expected.json")
 DEFAULT_FIXTURES = "/work/shared/fixtures/evaldata"
 
 SEED = 20240611
 CONFIG = dict(vocab_size=50257, n_positions=64, n_embd=16, n_layer=2, n_head=2)
+CONFIG128 = dict(CONFIG, n_positions=128)
+LAMBADA_FIXTURE = "lambada_openai/lambada_test.jsonl"
 # Word tokens whose embedding rows are scaled up, so the random model has a few favourite
 # next words (greedy hits on the committed LAMBADA input) instead of a flat distribution.
 BOOSTED_WORDS = [" the", " a", " and", " of", " to", " was", " he", " she", " it", " in",
@@ -113,20 +121,26 @@ def init_weights(model, enc):
             p.copy_(torch.from_numpy(w))
 
 
-def build_model(enc):
-    import torch
+def build_model(enc, config, model_dir):
     from transformers import GPT2Config, GPT2LMHeadModel
-    cfg = GPT2Config(**CONFIG)
+    cfg = GPT2Config(**config)
     model = GPT2LMHeadModel(cfg)
     init_weights(model, enc)
     assert model.lm_head.weight.data_ptr() == model.transformer.wte.weight.data_ptr()
-    os.makedirs(MODEL_DIR, exist_ok=True)
-    model.save_pretrained(MODEL_DIR, safe_serialization=True)
-    for f in os.listdir(MODEL_DIR):
+    os.makedirs(model_dir, exist_ok=True)
+    model.save_pretrained(model_dir, safe_serialization=True)
+    for f in os.listdir(model_dir):
         if f not in ("config.json", "model.safetensors"):
-            os.remove(os.path.join(MODEL_DIR, f))
+            os.remove(os.path.join(model_dir, f))
         else:
-            os.chmod(os.path.join(MODEL_DIR, f), 0o644)
+            os.chmod(os.path.join(model_dir, f), 0o644)
+
+
+def model_info(config, model_dir):
+    st = os.path.join(model_dir, "model.safetensors")
+    return {"dir": os.path.relpath(model_dir, ROOT), "config": config,
+            "model.safetensors_sha256": sha256_file(st),
+            "model.safetensors_bytes": os.path.getsize(st)}
 
 
 # ----------------------------------------------------------------------------- self-checks
@@ -183,6 +197,22 @@ def selfcheck(scorer):
                     for inp, pos0, targets in scorer.strided_windows(tok, L, S):
                         # every scored token has at least min(L - S, its index + 1) context
                         assert pos0 + 1 >= min(L - S, (targets[0] - 1000) + 1)
+    # lambada input = lm-eval's (ctx+cont)[-(L+1):][:-1]; the last len(cont) logits score cont
+    for L in (1, 2, 3, 8, 64):
+        for nc in (1, 2, L - 1, L, L + 1, 3 * L):
+            for nt in range(1, L + 1):
+                if nc < 1:
+                    continue
+                ctx = list(range(1000, 1000 + nc))
+                cont = list(range(5000, 5000 + nt))
+                inp, pos0, tg = scorer._to_input(ctx, cont, L)
+                full = ctx + cont
+                assert inp == full[-(L + 1):][:-1] and tg == cont and len(inp) <= L
+                assert len(inp) == min(L, nc + nt - 1) and pos0 + nt == len(inp)
+                for j in range(nt):  # the input up to the scoring position ends just before tg[j]
+                    q = pos0 + j
+                    k = nc + j
+                    assert inp[:q + 1] == full[k - q - 1:k], (L, nc, nt, j)
     # pages
     txt = " \n = A = \n \n x \n \n = = B = = \n y \n \n = C = \n z \n"
     assert scorer.wikitext_pages(txt) == [" = A = \n \n x \n \n = = B = = \n y \n ",
@@ -198,8 +228,8 @@ def selfcheck(scorer):
 
 # ----------------------------------------------------------------------------- runs
 
-def run_scorer(scorer, task, data, extra, dtype="float32", batch=None):
-    argv = ["--model", MODEL_DIR, "--task", task, "--data", data, "--per-example",
+def run_scorer(scorer, task, data, extra, dtype="float32", batch=None, model_dir=MODEL_DIR):
+    argv = ["--model", model_dir, "--task", task, "--data", data, "--per-example",
             "--dtype", dtype] + extra
     if batch is not None:
         argv += ["--batch", str(batch)]
@@ -257,6 +287,80 @@ def margins(task, res):
     return None
 
 
+def lambada_truncated(task, res, L):
+    """{"truncated": number of examples that lose context tokens, i.e. ctx+tgt > L+1} for
+    lambada (lm-eval feeds (ctx+tgt)[-(L+1):][:-1], so ctx+tgt = L+1 loses nothing)."""
+    if task != "lambada":
+        return {}
+    return {"truncated": sum(len(e["ctx_ids"]) + len(e["tgt_ids"]) > L + 1
+                             for e in res["examples"])}
+
+
+def lambada_long_lines(scorer, enc, path, L):
+    """0-based indices (into text.split("\\n")) of the non-empty lines whose ctx+tgt > L tokens,
+    with ctx/tgt split and encoded exactly as scorer.run_lambada does."""
+    out = []
+    for i, line in enumerate(scorer.read_text(path).split("\n")):
+        if not line.strip():
+            continue
+        parts = json.loads(line)["text"].rsplit(" ", 1)
+        context, last = (parts[0], parts[1]) if len(parts) == 2 else ("", parts[0])
+        n = (len(enc.encode_ordinary(context)) if context else 1) + \
+            len(enc.encode_ordinary(" " + last))
+        if n > L:
+            out.append(i)
+    return out
+
+
+def lambada_128_entries(scorer, enc, fixtures):
+    """LAMBADA scored with model128 on inputs where every example exceeds its 128 positions."""
+    import tempfile
+    L = CONFIG128["n_positions"]
+    runs = [("input", os.path.join(INPUTS, "lambada_long.jsonl"), None)]
+    fpath = os.path.join(fixtures, LAMBADA_FIXTURE)
+    if os.path.exists(fpath):
+        runs.append(("fixture", fpath, lambada_long_lines(scorer, enc, fpath, L)))
+    entries = []
+    for kind, path, lines in runs:
+        t0 = time.perf_counter()
+        entry = {"task": "lambada", "model": os.path.relpath(MODEL128_DIR, ROOT)}
+        with tempfile.TemporaryDirectory() as tmp:
+            data = path
+            if kind == "input":
+                entry["input"] = os.path.relpath(path, ROOT)
+                entry["input_sha256"] = sha256_file(path)
+            else:
+                all_lines = scorer.read_text(path).split("\n")
+                selected = "".join(all_lines[i] + "\n" for i in lines)
+                data = os.path.join(tmp, "lambada_over_128.jsonl")
+                with open(data, "w", encoding="utf-8", newline="\n") as f:
+                    f.write(selected)
+                entry["fixture"] = LAMBADA_FIXTURE
+                entry["fixture_sha256"] = sha256_file(path)
+                entry["lines"] = lines
+                entry["lines_sha256"] = sha256_file(data)
+            res = run_scorer(scorer, "lambada", data, [], model_dir=MODEL128_DIR)
+            res64 = run_scorer(scorer, "lambada", data, [], dtype="float64",
+                               model_dir=MODEL128_DIR)
+            res1 = run_scorer(scorer, "lambada", data, [], batch=1, model_dir=MODEL128_DIR)
+        d64, _, same64 = max_diff("lambada", res, res64)
+        d1, _, same1 = max_diff("lambada", res, res1)
+        assert same64 and same1, "decisions differ between float32/float64/batch 1"
+        assert all(len(e["ctx_ids"]) + len(e["tgt_ids"]) > L for e in res["examples"])
+        res.pop("seconds")
+        entry.update({"args": [], **lambada_truncated("lambada", res, L),
+                      "min_decision_margin": margins("lambada", res),
+                      "float64_max_abs_diff": d64, "batch1_max_abs_diff": d1,
+                      "float64_metrics": {k: v for k, v in res64.items()
+                                          if k not in ("examples", "seconds", "task", "n")},
+                      "result": res})
+        entries.append(entry)
+        print(f"lambada   model128 {os.path.basename(path):22s} n={res['n']:<4d} "
+              f"truncated={entry['truncated']} f64 diff {d64:.2e} b1 diff {d1:.2e} "
+              f"{time.perf_counter() - t0:.1f}s")
+    return entries
+
+
 def whole_file_stats(scorer, enc, fixtures):
     stats = {}
     p = os.path.join(fixtures, "wikitext-2-raw/wiki.test.raw")
@@ -293,6 +397,7 @@ def whole_file_stats(scorer, enc, fixtures):
                 differ += 1
         stats["lambada"] = {"file": "lambada_openai/lambada_test.jsonl", "examples": len(texts),
                             "max_ctx_plus_tgt_tokens": max(lens),
+                            "ctx_plus_tgt_over_128": sum(n > 128 for n in lens),
                             "separate_vs_joint_encoding_differs": differ}
     p = os.path.join(fixtures, "hellaswag-klosax/hellaswag_val_full.txt.bz2")
     if os.path.exists(p):
@@ -320,9 +425,11 @@ def main():
     enc = tiktoken.get_encoding("gpt2")
 
     t_all = time.perf_counter()
-    if args.rebuild_model or not os.path.exists(os.path.join(MODEL_DIR, "model.safetensors")):
-        build_model(enc)
-        print(f"built {MODEL_DIR}")
+    for config, model_dir in ((CONFIG, MODEL_DIR), (CONFIG128, MODEL128_DIR)):
+        if args.rebuild_model or not os.path.exists(os.path.join(model_dir,
+                                                                 "model.safetensors")):
+            build_model(enc, config, model_dir)
+            print(f"built {model_dir}")
     selfcheck(scorer)
     print("self-checks passed")
 
@@ -331,13 +438,11 @@ def main():
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "transformers": transformers.__version__,
                      "tiktoken": tiktoken.__version__},
-        "model": {"dir": "tests/reference/eval/model", "config": CONFIG,
-                  "model.safetensors_sha256": sha256_file(os.path.join(MODEL_DIR,
-                                                                       "model.safetensors")),
-                  "model.safetensors_bytes": os.path.getsize(os.path.join(MODEL_DIR,
-                                                                          "model.safetensors"))},
+        "model": model_info(CONFIG, MODEL_DIR),
+        "model128": model_info(CONFIG128, MODEL128_DIR),
         "committed": [],
         "fixtures": [],
+        "lambada_128": [],
         "noise": {},
     }
 
@@ -358,6 +463,7 @@ def main():
         res.pop("seconds")
         entry = {"task": task, "input": f"tests/reference/eval/inputs/{name}",
                  "input_sha256": sha256_file(path), "args": extra,
+                 **lambada_truncated(task, res, CONFIG["n_positions"]),
                  "min_decision_margin": margins(task, res),
                  "float64_max_abs_diff": d64, "batch1_max_abs_diff": d1,
                  "float64_metrics": {k: v for k, v in res64.items()
@@ -378,9 +484,11 @@ def main():
             res.pop("seconds")
             out["fixtures"].append({"task": task, "fixture": rel, "fixture_sha256":
                                     sha256_file(path), "args": ["--limit", str(limit)] + extra,
+                                    **lambada_truncated(task, res, CONFIG["n_positions"]),
                                     "min_decision_margin": margins(task, res), "result": res})
             print(f"{task:9s} {rel:45s} n={res['n']:<4d} {time.perf_counter() - t0:.1f}s")
         out["whole_file_stats"] = whole_file_stats(scorer, enc, args.fixtures)
+    out["lambada_128"] = lambada_128_entries(scorer, enc, args.fixtures)
     out["noise"] = noise
     write_json(round_floats(out), OUT)
     print(f"wrote {OUT} ({os.path.getsize(OUT)} bytes) in {time.perf_counter() - t_all:.1f}s")

@@ -44,21 +44,26 @@ lambada  (lm-eval-harness `lambada_openai`: lm_eval/tasks/lambada/lambada_openai
   last_word = text.rsplit(' ', 1)[1]; ctx_ids = encode(context), tgt_ids = encode(" " +
   last_word), each encoded on its own.  (A text with no space: context "" and ctx_ids = [EOT],
   as lm-eval does for an empty context; never happens in the data.)
-  seq = ctx_ids + tgt_ids; if len(seq) > L, keep the LAST L tokens (the target must stay whole,
-  else error).  The model is fed seq (its last logit is unused); target token j is scored by
-  the logit at the position before it.
+  Truncation is lm-eval's, exactly (lm_eval/models/huggingface.py HFLM._loglikelihood_tokens,
+  0.4.13: `inp = (context_enc + continuation_enc)[-(self.max_length + 1):][:-1]`, then the
+  logits of the last len(continuation_enc) positions are scored): the model is fed
+  inp = (ctx_ids + tgt_ids)[-(L+1):][:-1] (at most L tokens: the last token of the sequence is
+  never fed), and target token j is scored by the logit at input position
+  len(inp) - len(tgt_ids) + j, so the last target token is predicted by the last input
+  position.  When ctx+tgt <= L this is simply ctx_ids + tgt_ids[:-1]; when it is longer, the
+  L+1 last tokens of ctx+tgt are kept (L - len(tgt_ids) + 1 context tokens).  The target must
+  fit: len(tgt_ids) <= L, else error (a target of exactly L tokens leaves one context token).
+  (The longest real example is 224 tokens, so at L = 1024 nothing is ever truncated.)
   Per example: logprob = sum of the target tokens' log-probabilities; greedy = every target
   token is the argmax (torch argmax: first index on ties) of its distribution.
   greedy_margin (extra) = min over target tokens of (logp[target] - max_{v != target} logp[v]);
   > 0 implies greedy (== 0 is an exact tie, resolved by the argmax rule); tests can skip the
   greedy check when |margin| is below float noise.
   Metrics: acc = mean(greedy); ppl = exp(-mean(logprob)).
-  Note: lm-eval feeds (ctx+tgt)[-(L+1):][:-1], i.e. it keeps ONE more context token when
-  truncating.  This scorer keeps the last L tokens as the spec says; the two only differ for
-  sequences longer than L (never on real LAMBADA with L = 1024: its longest ctx+tgt is 224
-  tokens).  lm-eval also encodes the target as encode(context+target)[len(ctx_ids):]; on all
-  5,153 real examples that equals encode(" "+last_word) (checked by make_eval_reference.py,
-  expected.json whole_file_stats.lambada.separate_vs_joint_encoding_differs = 0).
+  lm-eval encodes the target as encode(context+target)[len(ctx_ids):]; on all 5,153 real
+  examples that equals encode(" "+last_word) (checked by make_eval_reference.py,
+  expected.json whole_file_stats.lambada.separate_vs_joint_encoding_differs = 0; crosscheck.py
+  asserts it on every example it compares).
 
 hellaswag  (karpathy/llm.c dev/data/hellaswag.py, render_example + evaluate: completion style)
   Two input formats, told apart by content (first non-whitespace character "{" => jsonl):
@@ -387,11 +392,11 @@ def run_lambada(model, enc, args):
         context, last = (parts[0], parts[1]) if len(parts) == 2 else ("", parts[0])
         ctx_ids = enc.encode_ordinary(context) if context else [EOT]
         tgt_ids = enc.encode_ordinary(" " + last)
-        if len(tgt_ids) >= L:
+        if len(tgt_ids) > L:
             raise SystemExit(f"target longer than the context: {last!r}")
-        seq = (ctx_ids + tgt_ids)[-L:]
+        seq, pos0, _ = _to_input(ctx_ids, tgt_ids, L)  # lm-eval: (ctx+tgt)[-(L+1):][:-1]
         seqs.append(seq)
-        queries.append((len(seq) - len(tgt_ids) - 1, tgt_ids))
+        queries.append((pos0, tgt_ids))
         meta.append((ctx_ids, tgt_ids))
     res = model.score(seqs, queries, args.batch, want_margin=True)
     examples = []

@@ -3,6 +3,12 @@
 //! own; `acc` counts examples whose every target token is the greedy choice, `ppl` is
 //! `exp(−mean over examples of the target's summed log-probability)`.
 //!
+//! An example longer than the model's context L is cut as lm-eval's `HFLM.loglikelihood` cuts
+//! it: the input is `(context + target)[-(L+1):][:-1]`, the last L tokens *before the last target
+//! token*, which is predicted, not fed. So a truncated example keeps L − len(target) + 1
+//! context tokens, and a small-context model's perplexity equals lm-eval's
+//! (tests/reference/eval/lmeval_lambada.json holds lm-eval's own outputs).
+//!
 //! Input: OpenAI's `lambada_test.jsonl`, one `{"text": ...}` per line.
 
 use std::path::Path;
@@ -11,7 +17,7 @@ use gpt2_data::tokenizer::{encode_ordinary, EOT};
 use gpt2_model::Gpt2;
 
 use super::score::Query;
-use super::{bad, keep_last, nonblank_lines, score_all, Examples, Metrics, TaskOptions};
+use super::{bad, nonblank_lines, score_all, Examples, Metrics, TaskOptions};
 use crate::error::Result;
 
 /// One example's score.
@@ -62,8 +68,18 @@ pub(super) fn run(
         let tgt_ids = encode_ordinary(&format!(" {last}"));
         let mut seq = ctx_ids.clone();
         seq.extend_from_slice(&tgt_ids);
-        let seq = keep_last(seq, context, tgt_ids.len(), path, line)?;
-        // The last target token's own logit is not needed: the input stops before it.
+        if tgt_ids.len() > context {
+            return Err(bad(
+                path,
+                Some(line),
+                format!(
+                    "the target has {} tokens; the model's context ({context}) must hold it",
+                    tgt_ids.len()
+                ),
+            ));
+        }
+        // lm-eval's (ctx + tgt)[-(L+1):][:-1]: the last target token is predicted, never fed.
+        let seq = &seq[seq.len().saturating_sub(context + 1)..];
         queries.push(Query {
             input: seq[..seq.len() - 1].to_vec(),
             first: seq.len() - tgt_ids.len() - 1,
