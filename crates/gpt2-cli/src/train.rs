@@ -59,7 +59,10 @@ pub fn run(a: TrainArgs) -> Result<()> {
             quiet: a.quiet,
         },
     )?;
-    let loss = |v: Option<f64>| v.filter(|v| v.is_finite()).map_or("-".into(), |v| format!("{v:.4}"));
+    let loss = |v: Option<f64>| {
+        v.filter(|v| v.is_finite())
+            .map_or("-".into(), |v| format!("{v:.4}"))
+    };
     eprintln!(
         "{}: step {} | train loss {} | val loss {} | checkpoint {}",
         if s.already_finished {

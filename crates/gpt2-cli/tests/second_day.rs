@@ -33,7 +33,10 @@ fn ok(args: &[&str]) -> String {
 fn fails(args: &[&str]) -> String {
     let o = gpt2(args);
     let err = String::from_utf8_lossy(&o.stderr).to_string();
-    assert!(!o.status.success(), "gpt2 {args:?} should have failed:\n{err}");
+    assert!(
+        !o.status.success(),
+        "gpt2 {args:?} should have failed:\n{err}"
+    );
     err
 }
 
@@ -157,7 +160,14 @@ fn check_init_from(dir: &Path, name: &str, source: &Path, weights: &Path, shards
         1e-30,
         "",
     );
-    let plan = ok(&["train", "--quiet", "--config", s(&cfg), "--set", "optimizer.max_steps=1"]);
+    let plan = ok(&[
+        "train",
+        "--quiet",
+        "--config",
+        s(&cfg),
+        "--set",
+        "optimizer.max_steps=1",
+    ]);
     let init_row = plan
         .lines()
         .find(|l| l.trim_start().starts_with("init "))
@@ -177,7 +187,10 @@ fn check_init_from(dir: &Path, name: &str, source: &Path, weights: &Path, shards
     );
     let after = tensors(&run.join("checkpoints/step_00000001/model.safetensors"));
     let before = tensors(weights);
-    assert_eq!(after.keys().collect::<Vec<_>>(), before.keys().collect::<Vec<_>>());
+    assert_eq!(
+        after.keys().collect::<Vec<_>>(),
+        before.keys().collect::<Vec<_>>()
+    );
     for (k, v) in &before {
         assert!(after[k] == *v, "{name}: {k} differs from the source");
     }
@@ -199,7 +212,13 @@ fn init_from_an_hf_directory_and_from_our_checkpoint() {
     ok(&["train", "--quiet", "--config", s(&base)]);
     let base_run = d.join("base");
     let step2 = base_run.join("checkpoints/step_00000002");
-    check_init_from(d, "from_ours", &base_run, &step2.join("model.safetensors"), &shards);
+    check_init_from(
+        d,
+        "from_ours",
+        &base_run,
+        &step2.join("model.safetensors"),
+        &shards,
+    );
 
     // A YAML `model:` of the same shape is accepted (it may set dropout); `--resume auto` in a
     // run directory that has checkpoints continues them and says init_from is not read.
@@ -236,19 +255,29 @@ fn bad_init_sources_are_plan_errors() {
 
     let missing = d.join("no-such-model");
     let e = plan_error("missing", format!("init_from: {}", missing.display()));
-    assert!(e.contains("no-such-model") && e.contains("no such file or directory"), "{e}");
+    assert!(
+        e.contains("no-such-model") && e.contains("no such file or directory"),
+        "{e}"
+    );
 
     // A directory without weights.
     let empty = d.join("empty");
     std::fs::create_dir_all(&empty).unwrap();
     std::fs::copy(hf_model().join("config.json"), empty.join("config.json")).unwrap();
     let e = plan_error("noweights", format!("init_from: {}", empty.display()));
-    assert!(e.contains("init_from") && e.contains("model.safetensors"), "{e}");
+    assert!(
+        e.contains("init_from") && e.contains("model.safetensors"),
+        "{e}"
+    );
 
     // Another vocabulary than GPT-2's.
     let other = d.join("other-vocab");
     std::fs::create_dir_all(&other).unwrap();
-    std::fs::copy(hf_model().join("model.safetensors"), other.join("model.safetensors")).unwrap();
+    std::fs::copy(
+        hf_model().join("model.safetensors"),
+        other.join("model.safetensors"),
+    )
+    .unwrap();
     let config = std::fs::read_to_string(hf_model().join("config.json"))
         .unwrap()
         .replace("\"vocab_size\": 50257", "\"vocab_size\": 32000");
@@ -269,7 +298,11 @@ fn bad_init_sources_are_plan_errors() {
     // A checkpoint without its DONE marker (a write that was interrupted).
     let ck = d.join("run/checkpoints/step_00000004");
     std::fs::create_dir_all(&ck).unwrap();
-    std::fs::copy(hf_model().join("model.safetensors"), ck.join("model.safetensors")).unwrap();
+    std::fs::copy(
+        hf_model().join("model.safetensors"),
+        ck.join("model.safetensors"),
+    )
+    .unwrap();
     std::fs::copy(hf_model().join("config.json"), ck.join("config.json")).unwrap();
     std::fs::write(ck.join("state.json"), "{}").unwrap();
     let e = plan_error("notdone", format!("init_from: {}", ck.display()));
@@ -311,7 +344,11 @@ fn read_tensorboard(python: &str, tb: &Path) -> BTreeMap<String, Vec<(u64, f64)>
         .arg(tb)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -331,6 +368,13 @@ fn tensorboard_scalars_equal_metrics_across_a_resume_and_a_finished_run_reports_
         3e-3,
         "logging: {tensorboard: true}\n",
     );
+    // A task scored at every evaluation, as llm.c scores HellaSwag: its metrics are scalars too.
+    let tasks = format!(
+        "eval.tasks=[{{task: hellaswag, data: {}}}]",
+        root()
+            .join("tests/reference/eval/inputs/hellaswag.jsonl")
+            .display()
+    );
     let sets = [
         "--set",
         "optimizer.max_steps=6",
@@ -340,6 +384,8 @@ fn tensorboard_scalars_equal_metrics_across_a_resume_and_a_finished_run_reports_
         "eval.interval=3",
         "--set",
         "eval.tokens=128",
+        "--set",
+        &tasks,
     ];
     let train = |extra: &[&str]| {
         let mut args = vec!["train", "--quiet", "--config", s(&cfg)];
@@ -355,7 +401,11 @@ fn tensorboard_scalars_equal_metrics_across_a_resume_and_a_finished_run_reports_
     let first = metrics(&run);
     train(&["--resume", "auto"]);
     let rows = metrics(&run);
-    assert_eq!(rows.len(), first.len(), "metrics.jsonl keeps one row per step and kind");
+    assert_eq!(
+        rows.len(),
+        first.len(),
+        "metrics.jsonl keeps one row per step and kind"
+    );
     let tb_files = std::fs::read_dir(run.join("tb")).unwrap().count();
     assert_eq!(tb_files, 2, "one event file per start");
 
@@ -399,7 +449,15 @@ fn tensorboard_scalars_equal_metrics_across_a_resume_and_a_finished_run_reports_
             }
         }
     }
-    for tag in ["train/loss", "val/loss", "train/lr", "train/grad_norm", "train/tokens_per_sec"] {
+    for tag in [
+        "train/loss",
+        "val/loss",
+        "train/lr",
+        "train/grad_norm",
+        "train/tokens_per_sec",
+        "train/mem_peak_mb",
+        "hellaswag/acc_norm",
+    ] {
         assert!(expected.contains_key(tag), "metrics.jsonl has no {tag}");
     }
     assert_eq!(

@@ -2,7 +2,7 @@
 //! `init_from='gpt2-xl'` (fine-tuning, or continued pretraining on one's own text).
 //!
 //! The source is anything `gpt2 eval` accepts: a Hugging Face GPT-2 directory (`model.safetensors`
-//! + `config.json`, e.g. written by `save_pretrained` or `gpt2 export`), one of our checkpoint
+//! and `config.json`, e.g. written by `save_pretrained` or `gpt2 export`), one of our checkpoint
 //! directories (complete: `DONE`), a run directory (its newest complete checkpoint), or a
 //! `.safetensors` file. Only the weights are taken: the optimizer, the schedule and the data
 //! position start fresh. The architecture comes from the source; a `model:` in the YAML must

@@ -607,6 +607,8 @@ fn replicas(
 
 /// One optimizer step on every rank: forward/backward with accumulation, the gradient mean,
 /// global-norm clipping, f16 loss scaling or the NaN policy, and the AdamW update.
+// `%` over `is_multiple_of`: rust-version 1.85.
+#[allow(clippy::manual_is_multiple_of)]
 fn step(
     plan: &TrainPlan,
     ranks: &mut [Rank],

@@ -219,7 +219,10 @@ fn reference_input(run: &Value, tmp: &Path) -> Option<PathBuf> {
     let out = tmp.join(format!("lines-{}.jsonl", lines.len()));
     std::fs::write(&out, &picked).unwrap();
     if let Some(sha) = run.get("lines_sha256") {
-        assert_eq!(hex(&Sha256::digest(picked.as_bytes())), sha.as_str().unwrap());
+        assert_eq!(
+            hex(&Sha256::digest(picked.as_bytes())),
+            sha.as_str().unwrap()
+        );
     }
     Some(out)
 }
@@ -271,13 +274,25 @@ fn lambada_equals_lm_evals_loglikelihood_on_truncated_examples() {
             .iter()
             .filter(|e| e.context_ids.len() + e.target_ids.len() > context + 1)
             .count();
-        assert_eq!(truncated as u64, run["truncated"].as_u64().unwrap(), "{label}");
+        assert_eq!(
+            truncated as u64,
+            run["truncated"].as_u64().unwrap(),
+            "{label}"
+        );
         for (i, (a, b)) in ours.iter().zip(theirs).enumerate() {
-            close(&format!("{label} #{i}"), a.logprob, b["logprob"].as_f64().unwrap());
+            close(
+                &format!("{label} #{i}"),
+                a.logprob,
+                b["logprob"].as_f64().unwrap(),
+            );
             assert_eq!(a.greedy, b["is_greedy"].as_bool().unwrap(), "{label} #{i}");
         }
         let n = theirs.len() as f64;
-        let mean: f64 = theirs.iter().map(|e| e["logprob"].as_f64().unwrap()).sum::<f64>() / n;
+        let mean: f64 = theirs
+            .iter()
+            .map(|e| e["logprob"].as_f64().unwrap())
+            .sum::<f64>()
+            / n;
         let acc = theirs.iter().filter(|e| e["is_greedy"] == true).count() as f64 / n;
         let pairs = report.metrics.pairs();
         let get = |k: &str| pairs.iter().find(|p| p.0 == k).unwrap().1;

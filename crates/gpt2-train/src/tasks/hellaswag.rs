@@ -82,6 +82,8 @@ fn parse_jsonl(path: &Path, text: &str, limit: usize) -> Result<Vec<Raw>> {
     Ok(out)
 }
 
+// `%` over `is_multiple_of`: rust-version 1.85.
+#[allow(clippy::manual_is_multiple_of)]
 fn parse_six_lines(path: &Path, text: &str, limit: usize) -> Result<Vec<Raw>> {
     let mut lines: Vec<&str> = text.split('\n').collect();
     if lines.last() == Some(&"") {
