@@ -8,7 +8,7 @@ CARGO ?= cargo
 FEATURES ?= wgpu
 DEMO_FEATURES ?=
 
-.PHONY: demo test check-cuda gpu-bundle gpu-bundle-autotune bench bench-data bench-train bench-model bench-memory bench-kernels bench-eval fmt lint clean
+.PHONY: demo test check-cuda check-cuda-kernels gpu-bundle gpu-bundle-autotune bench bench-data bench-train bench-model bench-memory bench-kernels bench-eval fmt lint clean
 
 ## The main job on the embedded default: CPU, the bundled sample corpus, the tiny-cpu model.
 demo:
@@ -28,6 +28,17 @@ test:
 ## build's artifacts (different feature hashes) without replacing them.
 check-cuda:
 	$(CARGO) check -p gpt2-cli --features cuda
+
+## Our CubeCL kernels as the CUDA C++ cubecl-cuda generates for an A100 (sm_80) and an H100
+## (sm_90), in f32/f16/bf16, compiled by NVIDIA's NVRTC and ptxas from PyPI wheels (no GPU or
+## driver): fails on a compile error, registers x threads > 64K or shared memory over the
+## card's limit. Writes target/cuda-kernels/{sm_80,sm_90}/*.cu|.ptx and manifest.jsonl.
+CUDA_WHEELS := nvidia-cuda-nvrtc-cu12==12.9.86 nvidia-cuda-runtime-cu12==12.9.79 nvidia-cuda-nvcc-cu12==12.9.86
+CUDA_PY := target/py-cuda/bin/python
+check-cuda-kernels:
+	@$(CUDA_PY) -c 'import nvidia' 2>/dev/null || { mkdir -p target && python3 -m venv target/py-cuda && $(CUDA_PY) -m pip install -q $(CUDA_WHEELS); }
+	$(CARGO) run -q -p gpt2-model --features cuda --example cuda_kernels -- target/cuda-kernels
+	$(CUDA_PY) scripts/cuda_kernels.py target/cuda-kernels
 
 ## The `--features cuda` release binary, stripped and gzipped for a GPU machine without network
 ## (target/gpu/gpt2.gz; experiments/gpu.sh unpacks it). ~40 min from clean on 2 cores.

@@ -102,3 +102,29 @@ pub fn step(
     );
     (p_out, m_out, v_out)
 }
+
+/// The AdamW kernel as `step` builds it, for the offline CUDA check (`offline.rs`): (threads
+/// per cube, kernel).
+#[cfg(feature = "cuda")]
+pub(super) fn offline(
+    p: std::sync::Arc<cubecl::ir::DeviceProperties>,
+    tp: std::sync::Arc<cubecl::ir::TargetProperties>,
+) -> (u32, adamw_kernel::AdamwKernel) {
+    use super::offline::{offline_settings, offline_tensor as t};
+    let threads = 256;
+    let scalars: SequenceCompilationArg<f32> = (0..10).map(|_| ()).collect();
+    let k = adamw_kernel::AdamwKernel::new(
+        offline_settings(threads),
+        p,
+        tp,
+        t(),
+        t(),
+        t(),
+        t(),
+        t(),
+        t(),
+        t(),
+        scalars,
+    );
+    (threads, k)
+}

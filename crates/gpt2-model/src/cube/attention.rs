@@ -130,7 +130,7 @@ fn load_row<F: Float>(
 
 /// Cube `(query block, b·nh + h)`, one unit per query row.
 #[cube(launch)]
-fn flash_forward_kernel<F: Float>(
+pub(super) fn flash_forward_kernel<F: Float>(
     q: &Tensor<F>,
     k: &Tensor<F>,
     v: &Tensor<F>,
@@ -214,7 +214,7 @@ fn flash_forward_kernel<F: Float>(
 
 /// One unit per row: `stats[row] = (L_row, Σ_d dO·O)`.
 #[cube(launch)]
-fn flash_delta_kernel<F: Float>(
+pub(super) fn flash_delta_kernel<F: Float>(
     d_o: &Tensor<F>,
     o: &Tensor<F>,
     lse: &Tensor<f32>,
@@ -244,7 +244,7 @@ fn flash_delta_kernel<F: Float>(
 
 /// Cube `(query block, b·nh + h)`, one unit per query row: `dq`.
 #[cube(launch)]
-fn flash_dq_kernel<F: Float>(
+pub(super) fn flash_dq_kernel<F: Float>(
     q: &Tensor<F>,
     k: &Tensor<F>,
     v: &Tensor<F>,
@@ -318,7 +318,7 @@ fn flash_dq_kernel<F: Float>(
 
 /// Cube `(key block, b·nh + h)`, one unit per key row: `dk` and `dv`.
 #[cube(launch)]
-fn flash_dkdv_kernel<F: Float>(
+pub(super) fn flash_dkdv_kernel<F: Float>(
     q: &Tensor<F>,
     k: &Tensor<F>,
     v: &Tensor<F>,

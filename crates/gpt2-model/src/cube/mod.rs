@@ -13,6 +13,8 @@
 pub mod adamw;
 pub mod attention;
 pub mod norm;
+#[cfg(feature = "cuda")]
+pub mod offline;
 pub mod rows;
 
 use burn::backend::Cube;

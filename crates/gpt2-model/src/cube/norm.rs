@@ -279,3 +279,86 @@ pub fn backward(
     };
     (dx, half(0), half(1))
 }
+
+/// The LayerNorm kernels as their launches build them, for the offline CUDA check
+/// (`offline.rs`): (threads per cube, [chunk,] kernel).
+#[cfg(feature = "cuda")]
+mod offline_kernels {
+    use std::sync::Arc;
+
+    use cubecl::ir::{DeviceProperties, TargetProperties};
+
+    use super::super::offline::{offline_settings, offline_tensor as t};
+    use super::*;
+
+    type Props = Arc<DeviceProperties>;
+    type Target = Arc<TargetProperties>;
+
+    pub(in crate::cube) fn forward(
+        p: Props,
+        tp: Target,
+    ) -> (u32, layer_norm_forward_kernel::LayerNormForwardKernel) {
+        let threads = ROW_UNITS as u32;
+        let s = offline_settings(threads);
+        let k = layer_norm_forward_kernel::LayerNormForwardKernel::new(
+            s,
+            p,
+            tp,
+            t(),
+            t(),
+            t(),
+            t(),
+            t(),
+            (),
+            ROW_UNITS,
+        );
+        (threads, k)
+    }
+
+    pub(in crate::cube) fn dx(
+        p: Props,
+        tp: Target,
+    ) -> (u32, layer_norm_dx_kernel::LayerNormDxKernel) {
+        let threads = ROW_UNITS as u32;
+        let s = offline_settings(threads);
+        let k = layer_norm_dx_kernel::LayerNormDxKernel::new(
+            s,
+            p,
+            tp,
+            t(),
+            t(),
+            t(),
+            t(),
+            t(),
+            ROW_UNITS,
+        );
+        (threads, k)
+    }
+
+    pub(in crate::cube) fn dparams(
+        p: Props,
+        tp: Target,
+    ) -> (
+        u32,
+        usize,
+        layer_norm_dparams_kernel::LayerNormDparamsKernel,
+    ) {
+        let threads = 64;
+        let s = offline_settings(threads);
+        let k = layer_norm_dparams_kernel::LayerNormDparamsKernel::new(
+            s,
+            p,
+            tp,
+            t(),
+            t(),
+            t(),
+            t(),
+            DPARAMS_CHUNK,
+        );
+        (threads, DPARAMS_CHUNK, k)
+    }
+}
+#[cfg(feature = "cuda")]
+pub(super) use offline_kernels::{
+    dparams as offline_dparams, dx as offline_dx, forward as offline_forward,
+};

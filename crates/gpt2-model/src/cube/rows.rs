@@ -300,3 +300,67 @@ pub fn gelu_backward(x: CubeTensor, dy: CubeTensor) -> CubeTensor {
     );
     dx
 }
+
+/// The row and elementwise kernels as their launches build them, for the offline CUDA check
+/// (`offline.rs`): (threads per cube, kernel).
+#[cfg(feature = "cuda")]
+mod offline_kernels {
+    use std::sync::Arc;
+
+    use cubecl::ir::{DeviceProperties, ElemType, TargetProperties};
+
+    use super::super::offline::{offline_settings, offline_tensor as t};
+    use super::*;
+
+    type Props = Arc<DeviceProperties>;
+    type Target = Arc<TargetProperties>;
+
+    pub(in crate::cube) fn softmax_xent(
+        p: Props,
+        tp: Target,
+        ids: ElemType,
+    ) -> (u32, softmax_xent_kernel::SoftmaxXentKernel) {
+        let threads = ROW_UNITS as u32;
+        let s = offline_settings(threads);
+        let k =
+            softmax_xent_kernel::SoftmaxXentKernel::new(s, p, tp, t(), t(), t(), ROW_UNITS, ids);
+        (threads, k)
+    }
+
+    pub(in crate::cube) fn token_nll(
+        p: Props,
+        tp: Target,
+        ids: ElemType,
+    ) -> (u32, token_nll_kernel::TokenNllKernel) {
+        let threads = ROW_UNITS as u32;
+        let s = offline_settings(threads);
+        let k = token_nll_kernel::TokenNllKernel::new(s, p, tp, t(), t(), t(), ROW_UNITS, ids);
+        (threads, k)
+    }
+
+    pub(in crate::cube) fn gelu(
+        p: Props,
+        tp: Target,
+        ty: ElemType,
+    ) -> (u32, gelu_kernel::GeluKernel) {
+        let threads = elementwise_dim().num_elems();
+        let k = gelu_kernel::GeluKernel::new(offline_settings(threads), p, tp, t(), t(), ty);
+        (threads, k)
+    }
+
+    pub(in crate::cube) fn gelu_backward(
+        p: Props,
+        tp: Target,
+        ty: ElemType,
+    ) -> (u32, gelu_backward_kernel::GeluBackwardKernel) {
+        let threads = elementwise_dim().num_elems();
+        let s = offline_settings(threads);
+        let k = gelu_backward_kernel::GeluBackwardKernel::new(s, p, tp, t(), t(), t(), ty);
+        (threads, k)
+    }
+}
+#[cfg(feature = "cuda")]
+pub(super) use offline_kernels::{
+    gelu as offline_gelu, gelu_backward as offline_gelu_backward,
+    softmax_xent as offline_softmax_xent, token_nll as offline_token_nll,
+};
