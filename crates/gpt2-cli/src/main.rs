@@ -73,7 +73,51 @@ enum Command {
 // page: ~15% of a CPU step went to page faults. mimalloc told never to purge keeps them
 // (experiments/RESULTS.md, "attempts").
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: CountingAlloc = CountingAlloc;
+
+/// mimalloc, counting the bytes of live allocations: flex's tensors live on the heap, so the
+/// count's change across a forward pass is what the backward keeps (`mem_activations_mb`,
+/// gpt2-model `device::bytes_in_use`). One relaxed atomic add per allocation.
+struct CountingAlloc;
+
+static LIVE_BYTES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn live_bytes() -> u64 {
+    LIVE_BYTES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+// SAFETY: every call goes to mimalloc with the same arguments; the counter only observes.
+unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        let p = unsafe { mimalloc::MiMalloc.alloc(layout) };
+        if !p.is_null() {
+            LIVE_BYTES.fetch_add(layout.size() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        let p = unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) };
+        if !p.is_null() {
+            LIVE_BYTES.fetch_add(layout.size() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) };
+        LIVE_BYTES.fetch_sub(layout.size() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        let p = unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            LIVE_BYTES.fetch_add(new_size as u64, std::sync::atomic::Ordering::Relaxed);
+            LIVE_BYTES.fetch_sub(layout.size() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        p
+    }
+}
 
 /// `mi_option_purge_delay` = -1 ("no purging at all"). The option is not exported by name;
 /// 15 is its index in `mi_option_e` of mimalloc.h (v3, as built by libmimalloc-sys =0.1.49).
@@ -85,6 +129,7 @@ fn keep_freed_memory() {
 
 fn main() -> ExitCode {
     keep_freed_memory();
+    gpt2_model::device::set_host_bytes_in_use(live_bytes);
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Urls(a) => urls::run(a),

@@ -128,6 +128,51 @@ pub fn peak_memory_bytes(device: &Device) -> Option<(u64, PeakSource)> {
     process_peak_rss().map(|b| (b, PeakSource::ProcessRss))
 }
 
+/// The live heap bytes of the process, where its binary installed a counting allocator (the
+/// `gpt2` binary does: gpt2-cli's `main.rs`); what flex's tensors hold is heap memory.
+static HOST_BYTES_IN_USE: std::sync::OnceLock<fn() -> u64> = std::sync::OnceLock::new();
+
+/// Registers the process's live-heap-bytes counter (once; later calls are ignored).
+pub fn set_host_bytes_in_use(counter: fn() -> u64) {
+    let _ = HOST_BYTES_IN_USE.set(counter);
+}
+
+/// The bytes allocated on `device` now, to the byte: on CUDA/wgpu the live allocations in the
+/// memory pools (CubeCL's `bytes_in_use`: no padding, no free pages), on flex the live heap bytes
+/// where a counting allocator is registered ([`set_host_bytes_in_use`]), else `None`. The
+/// difference across a forward pass is what the backward keeps (`mem_activations_mb`); unlike
+/// [`peak_memory_bytes`] it does not move in steps of a pool page.
+pub fn bytes_in_use(device: &Device) -> Option<u64> {
+    #[cfg(any(feature = "cuda", feature = "wgpu"))]
+    if let Some(client) = cube_client(device) {
+        let scope = cubecl_runtime::memory_management::MemoryScope::Device;
+        let report = client.memory_report(scope);
+        return Some(pools(&report).map(|p| p.usage.bytes_in_use).sum());
+    }
+    let _ = device;
+    HOST_BYTES_IN_USE.get().map(|count| count())
+}
+
+/// Every memory pool of a report: each stream's and its auxiliary streams', dynamic,
+/// persistent and dedicated.
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+fn pools(
+    report: &cubecl_runtime::memory_management::MemoryReport,
+) -> impl Iterator<Item = &cubecl_runtime::memory_management::MemoryPoolReport> {
+    report.streams.iter().flat_map(|s| {
+        s.pools
+            .dynamic
+            .iter()
+            .chain([&s.pools.persistent, &s.pools.dedicated])
+            .chain(s.auxiliary.iter().flat_map(|a| {
+                a.pools
+                    .dynamic
+                    .iter()
+                    .chain([&a.pools.persistent, &a.pools.dedicated])
+            }))
+    })
+}
+
 /// Size the GPU memory pools' pages, on the calling thread's stream, for allocations of up to
 /// `bytes` before a run allocates its working set. No-op on flex.
 ///
@@ -155,22 +200,7 @@ pub(crate) fn pools_peak_bytes(
     client: &burn_cubecl::cubecl::client::Client,
     scope: cubecl_runtime::memory_management::MemoryScope,
 ) -> u64 {
-    let report = client.memory_report(scope);
-    report
-        .streams
-        .iter()
-        .flat_map(|s| {
-            s.pools
-                .dynamic
-                .iter()
-                .chain([&s.pools.persistent, &s.pools.dedicated])
-                .chain(s.auxiliary.iter().flat_map(|a| {
-                    a.pools
-                        .dynamic
-                        .iter()
-                        .chain([&a.pools.persistent, &a.pools.dedicated])
-                }))
-        })
+    pools(&client.memory_report(scope))
         .map(pool_peak_bytes)
         .sum()
 }

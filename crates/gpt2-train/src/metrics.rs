@@ -43,6 +43,11 @@ pub struct Record {
     /// during the step, the model and everything else in the process included).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mem_peak_kind: Option<String>,
+    /// What the backward keeps, in MB (10⁶ bytes): the bytes the last micro-batch's forward left
+    /// allocated, measured to the byte (CUDA/wgpu: the pools' live allocations; flex: the `gpt2`
+    /// binary's live heap bytes). The largest over the ranks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem_activations_mb: Option<f64>,
     /// A task's metrics (`acc`, `acc_norm`, `ppl`, `word_perplexity`, …) and its example count
     /// `n`, as top-level keys of the row.
     #[serde(flatten, default)]
@@ -64,6 +69,7 @@ impl Record {
             tokens_seen,
             mem_peak_mb: None,
             mem_peak_kind: None,
+            mem_activations_mb: None,
             scores: BTreeMap::new(),
         }
     }

@@ -180,18 +180,33 @@ impl Rank {
     }
 
     /// Forward and backward over this rank's `grad_accum_steps` micro-batches: the gradient of
-    /// its share of the step's loss (scaled by `scale / accum`), and its mean loss. The losses
-    /// stay on the device until the end, so the device queue never waits for the host.
-    fn accumulate(&mut self, plan: &TrainPlan, seed: u64, scale: f64) -> (GradientsParams, f64) {
+    /// its share of the step's loss (scaled by `scale / accum`), its mean loss, and the bytes
+    /// the last micro-batch's forward left allocated for the backward (where the device counts
+    /// them, `device::bytes_in_use`). The losses stay on the device until the end, so the device
+    /// queue never waits for the host.
+    fn accumulate(
+        &mut self,
+        plan: &TrainPlan,
+        seed: u64,
+        scale: f64,
+    ) -> (GradientsParams, f64, Option<u64>) {
         let (b, t) = (plan.config.batch.micro_batch, plan.config.batch.seq_len);
         let accum_steps = plan.grad_accum_steps;
         self.device.seed(seed);
         let mut accum = GradientsAccumulator::<Gpt2>::new();
         let mut loss_sum: Option<Tensor<1>> = None;
-        for _ in 0..accum_steps {
+        let mut activations = None;
+        for i in 0..accum_steps {
             let (x, y) = batch_tensors(&self.train.next_batch(), b, t, &self.device);
             let model = self.model();
+            let last = i + 1 == accum_steps;
+            let before = last
+                .then(|| gpt2_model::device::bytes_in_use(&self.device))
+                .flatten();
             let loss = model.forward_loss(x, y);
+            activations = before.and_then(|before| {
+                Some(gpt2_model::device::bytes_in_use(&self.device)?.saturating_sub(before))
+            });
             // Scale by 1/accum so the accumulated gradient is that of the mean over the step.
             let scaled = loss.clone().mul_scalar(scale / accum_steps as f64);
             let grads = GradientsParams::from_grads(scaled.backward(), model);
@@ -202,7 +217,7 @@ impl Rank {
         let loss = loss_sum
             .expect("at least one micro-batch")
             .into_scalar::<f32>() as f64;
-        (accum.grads(), loss / accum_steps as f64)
+        (accum.grads(), loss / accum_steps as f64, activations)
     }
 }
 
@@ -213,6 +228,8 @@ struct StepStats {
     /// Global gradient norm of the averaged, unscaled gradients (before clipping).
     norm: f64,
     lr: f64,
+    /// The most bytes a rank's last forward left for its backward (`Rank::accumulate`).
+    activations: Option<u64>,
 }
 
 /// Run (or continue) training according to `plan`.
@@ -290,8 +307,13 @@ pub fn train(plan: TrainPlan, opts: &TrainOptions) -> Result<Summary> {
             .iter()
             .for_each(gpt2_model::device::reset_peak_memory);
         let t0 = Instant::now();
-        let StepStats { loss, norm, lr } =
-            step(&plan, &mut ranks, &grad_mean, parallel, &mut state)?;
+        let StepStats {
+            loss,
+            norm,
+            lr,
+            activations,
+        } = step(&plan, &mut ranks, &grad_mean, parallel, &mut state)?;
+        let activations_mb = activations.map(|b| b as f64 / 1e6);
         let mem = peak_memory(&devices);
         state.step += 1;
         summary.step = state.step;
@@ -314,16 +336,18 @@ pub fn train(plan: TrainPlan, opts: &TrainOptions) -> Result<Summary> {
                 tokens_seen: state.tokens_seen,
                 mem_peak_mb: mem.map(|m| m.0),
                 mem_peak_kind: mem.map(|m| m.1.into()),
+                mem_activations_mb: activations_mb,
                 scores: Default::default(),
             })?;
             let line = format!(
-                "step {:>6}/{} | loss {loss:.4} | lr {lr:.3e} | grad norm {norm:.3} | {:.0} ms | {:.0} tok/s | MFU {} | mem {}",
+                "step {:>6}/{} | loss {loss:.4} | lr {lr:.3e} | grad norm {norm:.3} | {:.0} ms | {:.0} tok/s | MFU {} | mem {}{}",
                 state.step,
                 plan.max_steps,
                 secs * 1e3,
                 tok_s,
                 mfu.map_or("-".into(), |m| format!("{:.1}%", m * 100.0)),
-                mem.map_or("-".into(), |(mb, kind)| format!("{mb:.0} MB ({kind})"))
+                mem.map_or("-".into(), |(mb, kind)| format!("{mb:.0} MB ({kind})")),
+                activations_mb.map_or(String::new(), |mb| format!(", activations {mb:.1} MB"))
             );
             match &bar {
                 Some(bar) => bar.println(line),
@@ -469,7 +493,7 @@ fn peak_memory(devices: &[Device]) -> Option<(f64, &'static str)> {
 
 /// The checkpoint to start from: none, the newest complete one (damaged ones are reported and
 /// skipped), or the one named.
-pub fn start_dir(run_dir: &Path, resume: &Resume) -> Result<Option<PathBuf>> {
+fn start_dir(run_dir: &Path, resume: &Resume) -> Result<Option<PathBuf>> {
     Ok(match resume {
         Resume::No => None,
         Resume::Path(p) => Some(p.clone()),
@@ -626,7 +650,9 @@ fn step(
     let out = on_each_rank(ranks, parallel, |r, rank| {
         rank.accumulate(plan, step_seed(cfg.seed, step, r), ls)
     });
-    let (mut grads, losses): (Vec<GradientsParams>, Vec<f64>) = out.into_iter().unzip();
+    let activations = out.iter().filter_map(|o| o.2).max();
+    let (mut grads, losses): (Vec<GradientsParams>, Vec<f64>) =
+        out.into_iter().map(|(g, l, _)| (g, l)).unzip();
     grad_mean.mean(ranks[0].model(), &mut grads);
     let loss = losses.iter().sum::<f64>() / losses.len() as f64;
     let norm = global_grad_norm(ranks[0].model(), &grads[0]) / ls;
@@ -688,7 +714,12 @@ fn step(
             }
         }
     }
-    Ok(StepStats { loss, norm, lr })
+    Ok(StepStats {
+        loss,
+        norm,
+        lr,
+        activations,
+    })
 }
 
 /// Mean validation loss over the ranks, each on its share (rank r of the `val` split) of
