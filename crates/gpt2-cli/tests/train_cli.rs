@@ -236,7 +236,10 @@ fn activations_by_micro_batch(dir: &Path, shards: &Path, device: &str) -> Vec<(u
     [2usize, 4, 8]
         .iter()
         .map(|&b| {
-            let name = format!("act{b}_{}", device.replace(|c: char| !c.is_alphanumeric(), ""));
+            let name = format!(
+                "act{b}_{}",
+                device.replace(|c: char| !c.is_alphanumeric(), "")
+            );
             let cfg = write_config_on(dir, &name, shards, 2, device);
             let set = [
                 format!("batch.micro_batch={b}"),
@@ -246,13 +249,21 @@ fn activations_by_micro_batch(dir: &Path, shards: &Path, device: &str) -> Vec<(u
                 .args(["--set", &set[0], "--set", &set[1]])
                 .output()
                 .unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             let text = std::fs::read_to_string(dir.join(&name).join("metrics.jsonl")).unwrap();
             let last: Vec<f64> = text
                 .lines()
                 .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
                 .filter(|v| v["kind"] == "train")
-                .map(|v| v["mem_activations_mb"].as_f64().expect("every train row has it"))
+                .map(|v| {
+                    v["mem_activations_mb"]
+                        .as_f64()
+                        .expect("every train row has it")
+                })
                 .collect();
             assert_eq!(last.len(), 2);
             (b, last[1])
