@@ -273,8 +273,9 @@ fn activations_by_micro_batch(dir: &Path, shards: &Path, device: &str) -> Vec<(u
 
 /// What a forward keeps for the backward grows in proportion to the tokens: doubling the
 /// micro-batch from 4 to 8 adds twice what doubling it from 2 to 4 did (measured equal to the
-/// byte on flex and within 0.1% on wgpu; 2% allowed). The constant part (measured: the size of
-/// the tied embedding, 4·V·C bytes, a copy the head keeps) is the same at every size.
+/// byte on flex and within 0.1% on wgpu; 2% allowed). The constant part (measured: 4·V·C bytes,
+/// the head's `wte` gradient, which the chunked head computes in the forward) is the same at
+/// every size.
 fn assert_linear_in_tokens(what: &str, acts: &[(usize, f64)]) {
     let (a2, a4, a8) = (acts[0].1, acts[1].1, acts[2].1);
     assert!(a2 > 0.0, "{what}: {acts:?}");
