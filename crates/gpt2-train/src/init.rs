@@ -11,14 +11,12 @@
 //! Resolved at plan time, so a missing file, an incomplete checkpoint, a vocabulary that is not
 //! GPT-2's or a conflicting `model:` is a plan error, and the plan records the weights' sha256.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use gpt2_model::{Gpt2Config, GPT2_VOCAB_SIZE};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use crate::error::{IoContext, Result};
+use crate::error::Result;
 
 /// Where a run's initial weights came from (recorded in the plan and every checkpoint).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -81,7 +79,7 @@ pub fn resolve(from: &Path) -> std::result::Result<(InitSource, Gpt2Config), Str
         ));
     }
     let weights = gpt2_model::hf::weights_file(&resolved);
-    let sha256 = sha256_file(&weights).map_err(|e| format!("init_from: {e}"))?;
+    let sha256 = gpt2_data::shard::sha256_file(&weights).map_err(|e| format!("init_from: {e}"))?;
     let kind = if resolved.join(crate::checkpoint::STATE).is_file() {
         "checkpoint"
     } else {
@@ -133,21 +131,6 @@ pub fn check_same_shape(
         from.display(),
         show(source)
     ))
-}
-
-/// Hex sha256 of a file, read in 1 MiB pieces (a 1.5B model's weights are 6 GB).
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).at(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).at(path)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// The weights a fresh run starts from: `init` loaded with the plan's architecture (dropout and

@@ -13,11 +13,14 @@ use cubecl::{calculate_cube_count_elemwise, CubeDim};
 
 use crate::fused::AdamWHyper;
 
+/// Units per cube of the AdamW kernel (also what the offline CUDA check compiles for).
+pub(super) const UNITS: u32 = 256;
+
 /// The composed update's operations in its order, one rounding each (the scalars are the f64
 /// values rounded to f32 once, as the composed ops round them), so the two agree to the bit.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-fn adamw_kernel(
+pub(super) fn adamw_kernel(
     p: &Tensor<f32>,
     g: &Tensor<f32>,
     m: &Tensor<f32>,
@@ -82,7 +85,7 @@ pub fn step(
         )
     };
     let (p_out, m_out, v_out) = (empty(), empty(), empty());
-    let dim = CubeDim::new_1d(256);
+    let dim = CubeDim::new_1d(UNITS);
     let mut scalars = SequenceArg::new();
     for x in h.kernel_scalars() {
         scalars.push(x);
@@ -101,30 +104,4 @@ pub fn step(
         scalars,
     );
     (p_out, m_out, v_out)
-}
-
-/// The AdamW kernel as `step` builds it, for the offline CUDA check (`offline.rs`): (threads
-/// per cube, kernel).
-#[cfg(feature = "cuda")]
-pub(super) fn offline(
-    p: std::sync::Arc<cubecl::ir::DeviceProperties>,
-    tp: std::sync::Arc<cubecl::ir::TargetProperties>,
-) -> (u32, adamw_kernel::AdamwKernel) {
-    use super::offline::{offline_settings, offline_tensor as t};
-    let threads = 256;
-    let scalars: SequenceCompilationArg<f32> = (0..10).map(|_| ()).collect();
-    let k = adamw_kernel::AdamwKernel::new(
-        offline_settings(threads),
-        p,
-        tp,
-        t(),
-        t(),
-        t(),
-        t(),
-        t(),
-        t(),
-        t(),
-        scalars,
-    );
-    (threads, k)
 }

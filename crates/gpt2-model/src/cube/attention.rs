@@ -128,6 +128,9 @@ fn load_row<F: Float>(
     }
 }
 
+/// Units per cube of the delta kernel (one per row).
+pub(super) const DELTA_UNITS: u32 = 256;
+
 /// Cube `(query block, b·nh + h)`, one unit per query row.
 #[cube(launch)]
 pub(super) fn flash_forward_kernel<F: Float>(
@@ -523,7 +526,7 @@ pub fn backward(
         Shape::new([2 * rows]),
         DType::F32,
     );
-    let cube_dim = CubeDim::new_1d(256);
+    let cube_dim = CubeDim::new_1d(DELTA_UNITS);
     flash_delta_kernel::launch(
         &client,
         calculate_cube_count_elemwise(&client, rows, cube_dim),

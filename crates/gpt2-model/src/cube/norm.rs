@@ -22,7 +22,7 @@ use burn::backend::ops::FloatTensorOps;
 use burn::backend::Cube;
 
 /// Units per row.
-const ROW_UNITS: usize = 128;
+pub(super) const ROW_UNITS: usize = 128;
 const GRID_MAX: usize = 65_535;
 
 /// `Σ value` over the cube's units (a tree in shared memory); every unit gets it.
@@ -50,7 +50,7 @@ fn cube_row() -> usize {
 }
 
 #[cube(launch)]
-fn layer_norm_forward_kernel(
+pub(super) fn layer_norm_forward_kernel(
     x: &Tensor<f32>,
     gamma: &Tensor<f32>,
     beta: &Tensor<f32>,
@@ -95,7 +95,7 @@ fn layer_norm_forward_kernel(
 }
 
 #[cube(launch)]
-fn layer_norm_dx_kernel(
+pub(super) fn layer_norm_dx_kernel(
     x: &Tensor<f32>,
     gamma: &Tensor<f32>,
     stats: &Tensor<f32>,
@@ -138,7 +138,7 @@ fn layer_norm_dx_kernel(
 /// `partial[k, C + j] = Σ dy` over the chunk's rows. Chunks keep each unit's loop short
 /// (lavapipe ends an invocation after 65,535 loop iterations) and the work spread.
 #[cube(launch)]
-fn layer_norm_dparams_kernel(
+pub(super) fn layer_norm_dparams_kernel(
     x: &Tensor<f32>,
     stats: &Tensor<f32>,
     dy: &Tensor<f32>,
@@ -169,7 +169,9 @@ fn layer_norm_dparams_kernel(
 }
 
 /// Rows per chunk of the parameter gradients' column sums.
-const DPARAMS_CHUNK: usize = 4096;
+pub(super) const DPARAMS_CHUNK: usize = 4096;
+/// Units per cube of the parameter gradients' column sums (one per channel).
+pub(super) const DPARAMS_UNITS: u32 = 64;
 
 fn row_grid(rows: usize) -> CubeCount {
     CubeCount::Static(
@@ -253,7 +255,7 @@ pub fn backward(
     layer_norm_dparams_kernel::launch(
         &client,
         CubeCount::Static(c.div_ceil(64) as u32, chunks as u32, 1),
-        CubeDim::new_1d(64),
+        CubeDim::new_1d(DPARAMS_UNITS),
         x.into_tensor_arg(),
         stats.into_tensor_arg(),
         dy.into_tensor_arg(),
@@ -279,86 +281,3 @@ pub fn backward(
     };
     (dx, half(0), half(1))
 }
-
-/// The LayerNorm kernels as their launches build them, for the offline CUDA check
-/// (`offline.rs`): (threads per cube, [chunk,] kernel).
-#[cfg(feature = "cuda")]
-mod offline_kernels {
-    use std::sync::Arc;
-
-    use cubecl::ir::{DeviceProperties, TargetProperties};
-
-    use super::super::offline::{offline_settings, offline_tensor as t};
-    use super::*;
-
-    type Props = Arc<DeviceProperties>;
-    type Target = Arc<TargetProperties>;
-
-    pub(in crate::cube) fn forward(
-        p: Props,
-        tp: Target,
-    ) -> (u32, layer_norm_forward_kernel::LayerNormForwardKernel) {
-        let threads = ROW_UNITS as u32;
-        let s = offline_settings(threads);
-        let k = layer_norm_forward_kernel::LayerNormForwardKernel::new(
-            s,
-            p,
-            tp,
-            t(),
-            t(),
-            t(),
-            t(),
-            t(),
-            (),
-            ROW_UNITS,
-        );
-        (threads, k)
-    }
-
-    pub(in crate::cube) fn dx(
-        p: Props,
-        tp: Target,
-    ) -> (u32, layer_norm_dx_kernel::LayerNormDxKernel) {
-        let threads = ROW_UNITS as u32;
-        let s = offline_settings(threads);
-        let k = layer_norm_dx_kernel::LayerNormDxKernel::new(
-            s,
-            p,
-            tp,
-            t(),
-            t(),
-            t(),
-            t(),
-            t(),
-            ROW_UNITS,
-        );
-        (threads, k)
-    }
-
-    pub(in crate::cube) fn dparams(
-        p: Props,
-        tp: Target,
-    ) -> (
-        u32,
-        usize,
-        layer_norm_dparams_kernel::LayerNormDparamsKernel,
-    ) {
-        let threads = 64;
-        let s = offline_settings(threads);
-        let k = layer_norm_dparams_kernel::LayerNormDparamsKernel::new(
-            s,
-            p,
-            tp,
-            t(),
-            t(),
-            t(),
-            t(),
-            DPARAMS_CHUNK,
-        );
-        (threads, DPARAMS_CHUNK, k)
-    }
-}
-#[cfg(feature = "cuda")]
-pub(super) use offline_kernels::{
-    dparams as offline_dparams, dx as offline_dx, forward as offline_forward,
-};

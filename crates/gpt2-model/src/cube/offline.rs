@@ -31,7 +31,7 @@ use cubecl_runtime::runtime::Runtime as _;
 
 use super::attention::{
     block_rows, flash_delta_kernel, flash_dkdv_kernel, flash_dq_kernel, flash_forward_kernel,
-    Kernel,
+    Kernel, DELTA_UNITS,
 };
 use super::{adamw, norm, rows};
 
@@ -156,6 +156,7 @@ fn settings(threads: u32) -> KernelSettings {
     )
 }
 
+/// Generates each kernel for one card and collects the sources.
 struct Emitter {
     card: Card,
     props: Arc<DeviceProperties>,
@@ -164,14 +165,21 @@ struct Emitter {
 }
 
 impl Emitter {
-    fn emit(
+    /// `build(settings, device properties, target properties)` makes the kernel as its launch
+    /// does; the settings carry `threads` as the cube size, so the two cannot disagree.
+    fn emit<K: CubeKernel>(
         &mut self,
         kernel: &'static str,
         dtype: &'static str,
         variant: String,
         threads: u32,
-        k: impl CubeKernel,
+        build: impl FnOnce(
+            KernelSettings,
+            Arc<DeviceProperties>,
+            Arc<cubecl::ir::TargetProperties>,
+        ) -> K,
     ) -> Result<(), String> {
+        let k = build(settings(threads), self.props.clone(), self.target.clone());
         let def = cubecl::define_kernel(&k)
             .map_err(|e| format!("{kernel} {dtype} {variant}: expanding the kernel: {e:?}"))?;
         let entry = def.settings.kernel_name.clone();
@@ -200,7 +208,8 @@ const FLOATS: [(&str, DType); 3] = [
 /// Head sizes training meets: 64 in every GPT-2 size, 32 in the small presets.
 const HEAD_SIZES: [usize; 2] = [32, 64];
 
-/// Every kernel of ours, in every dtype and comptime variant training launches on `card`.
+/// Every kernel of ours, in every dtype and comptime variant training launches on `card`, with
+/// the cube sizes and comptime values of their launches (the same constants).
 pub fn kernel_sources(card: Card) -> Result<Vec<KernelSource>, String> {
     let mut e = Emitter {
         card,
@@ -208,10 +217,11 @@ pub fn kernel_sources(card: Card) -> Result<Vec<KernelSource>, String> {
         target: Arc::new(CudaRuntime::target_properties()),
         out: Vec::new(),
     };
-    let (p, tp) = (e.props.clone(), e.target.clone());
+    let t = tensor;
     for (name, dtype) in FLOATS {
         let ty = dtype_to_storage_type(dtype);
         for hd in HEAD_SIZES {
+            // What `block_for` picks on this card: its opt-in shared memory, 1,024 units a cube.
             let rows = |k: Kernel| {
                 block_rows(hd, card.shared_optin, 1024, k).ok_or_else(|| {
                     format!(
@@ -220,139 +230,142 @@ pub fn kernel_sources(card: Card) -> Result<Vec<KernelSource>, String> {
                     )
                 })
             };
-            let kv = rows(Kernel::KeyValueTiles)?;
-            let qt = rows(Kernel::QueryTiles)?;
-            let s = settings(kv as u32);
-            let k = flash_forward_kernel::FlashForwardKernel::new(
-                s,
-                p.clone(),
-                tp.clone(),
-                tensor(),
-                tensor(),
-                tensor(),
-                tensor(),
-                tensor(),
-                (),
-                hd,
-                kv,
-                ty,
-            );
+            let (kv, qt) = (rows(Kernel::KeyValueTiles)?, rows(Kernel::QueryTiles)?);
+            let tiles = |block: usize| format!("hd={hd} block={block}");
+            e.emit("flash_forward", name, tiles(kv), kv as u32, |s, p, tp| {
+                flash_forward_kernel::FlashForwardKernel::new(
+                    s,
+                    p,
+                    tp,
+                    t(),
+                    t(),
+                    t(),
+                    t(),
+                    t(),
+                    (),
+                    hd,
+                    kv,
+                    ty,
+                )
+            })?;
             e.emit(
-                "flash_forward",
+                "flash_delta",
                 name,
-                format!("hd={hd} block={kv}"),
-                kv as u32,
-                k,
+                format!("hd={hd}"),
+                DELTA_UNITS,
+                |s, p, tp| {
+                    flash_delta_kernel::FlashDeltaKernel::new(s, p, tp, t(), t(), t(), t(), hd, ty)
+                },
             )?;
-            let k = flash_delta_kernel::FlashDeltaKernel::new(
-                settings(256),
-                p.clone(),
-                tp.clone(),
-                tensor(),
-                tensor(),
-                tensor(),
-                tensor(),
-                hd,
-                ty,
-            );
-            e.emit("flash_delta", name, format!("hd={hd}"), 256, k)?;
-            let k = flash_dq_kernel::FlashDqKernel::new(
-                settings(kv as u32),
-                p.clone(),
-                tp.clone(),
-                tensor(),
-                tensor(),
-                tensor(),
-                tensor(),
-                tensor(),
-                tensor(),
-                (),
-                hd,
-                kv,
-                ty,
-            );
-            e.emit(
-                "flash_dq",
-                name,
-                format!("hd={hd} block={kv}"),
-                kv as u32,
-                k,
-            )?;
-            let k = flash_dkdv_kernel::FlashDkdvKernel::new(
-                settings(qt as u32),
-                p.clone(),
-                tp.clone(),
-                tensor(),
-                tensor(),
-                tensor(),
-                tensor(),
-                tensor(),
-                tensor(),
-                tensor(),
-                (),
-                hd,
-                qt,
-                ty,
-            );
-            e.emit(
-                "flash_dkdv",
-                name,
-                format!("hd={hd} block={qt}"),
-                qt as u32,
-                k,
-            )?;
+            e.emit("flash_dq", name, tiles(kv), kv as u32, |s, p, tp| {
+                flash_dq_kernel::FlashDqKernel::new(
+                    s,
+                    p,
+                    tp,
+                    t(),
+                    t(),
+                    t(),
+                    t(),
+                    t(),
+                    t(),
+                    (),
+                    hd,
+                    kv,
+                    ty,
+                )
+            })?;
+            e.emit("flash_dkdv", name, tiles(qt), qt as u32, |s, p, tp| {
+                flash_dkdv_kernel::FlashDkdvKernel::new(
+                    s,
+                    p,
+                    tp,
+                    t(),
+                    t(),
+                    t(),
+                    t(),
+                    t(),
+                    t(),
+                    t(),
+                    (),
+                    hd,
+                    qt,
+                    ty,
+                )
+            })?;
         }
-        let (threads, k) = rows::offline_gelu(p.clone(), tp.clone(), ty);
-        e.emit("gelu", name, String::new(), threads, k)?;
-        let (threads, k) = rows::offline_gelu_backward(p.clone(), tp.clone(), ty);
-        e.emit("gelu_backward", name, String::new(), threads, k)?;
+        let units = rows::ELEMENTWISE_UNITS;
+        e.emit("gelu", name, String::new(), units, |s, p, tp| {
+            rows::gelu_kernel::GeluKernel::new(s, p, tp, t(), t(), ty)
+        })?;
+        e.emit("gelu_backward", name, String::new(), units, |s, p, tp| {
+            rows::gelu_backward_kernel::GeluBackwardKernel::new(s, p, tp, t(), t(), t(), ty)
+        })?;
     }
+    // Token ids: Burn's default int type on the Cube backends.
     let ids = dtype_to_storage_type(DType::I32);
-    let (threads, k) = rows::offline_softmax_xent(p.clone(), tp.clone(), ids);
+    let block = rows::ROW_UNITS;
+    let variant = format!("block={block}");
     e.emit(
         "softmax_xent",
         "i32",
-        format!("block={threads}"),
-        threads,
-        k,
+        variant.clone(),
+        block as u32,
+        |s, p, tp| {
+            rows::softmax_xent_kernel::SoftmaxXentKernel::new(s, p, tp, t(), t(), t(), block, ids)
+        },
     )?;
-    let (threads, k) = rows::offline_token_nll(p.clone(), tp.clone(), ids);
-    e.emit("token_nll", "i32", format!("block={threads}"), threads, k)?;
-    let (threads, k) = norm::offline_forward(p.clone(), tp.clone());
+    e.emit("token_nll", "i32", variant, block as u32, |s, p, tp| {
+        rows::token_nll_kernel::TokenNllKernel::new(s, p, tp, t(), t(), t(), block, ids)
+    })?;
+    let block = norm::ROW_UNITS;
+    let variant = format!("block={block}");
     e.emit(
         "layer_norm_forward",
         "f32",
-        format!("block={threads}"),
-        threads,
-        k,
+        variant.clone(),
+        block as u32,
+        |s, p, tp| {
+            norm::layer_norm_forward_kernel::LayerNormForwardKernel::new(
+                s,
+                p,
+                tp,
+                t(),
+                t(),
+                t(),
+                t(),
+                t(),
+                (),
+                block,
+            )
+        },
     )?;
-    let (threads, k) = norm::offline_dx(p.clone(), tp.clone());
-    e.emit(
-        "layer_norm_dx",
-        "f32",
-        format!("block={threads}"),
-        threads,
-        k,
-    )?;
-    let (threads, chunk, k) = norm::offline_dparams(p.clone(), tp.clone());
+    e.emit("layer_norm_dx", "f32", variant, block as u32, |s, p, tp| {
+        norm::layer_norm_dx_kernel::LayerNormDxKernel::new(s, p, tp, t(), t(), t(), t(), t(), block)
+    })?;
+    let chunk = norm::DPARAMS_CHUNK;
+    let variant = format!("chunk={chunk}");
     e.emit(
         "layer_norm_dparams",
         "f32",
-        format!("chunk={chunk}"),
-        threads,
-        k,
+        variant,
+        norm::DPARAMS_UNITS,
+        |s, p, tp| {
+            norm::layer_norm_dparams_kernel::LayerNormDparamsKernel::new(
+                s,
+                p,
+                tp,
+                t(),
+                t(),
+                t(),
+                t(),
+                chunk,
+            )
+        },
     )?;
-    let (threads, k) = adamw::offline(p, tp);
-    e.emit("adamw", "f32", String::new(), threads, k)?;
+    e.emit("adamw", "f32", String::new(), adamw::UNITS, |s, p, tp| {
+        // The ten scalars `AdamWHyper::kernel_scalars` passes.
+        let scalars: SequenceCompilationArg<f32> = (0..10).map(|_| ()).collect();
+        adamw::adamw_kernel::AdamwKernel::new(s, p, tp, t(), t(), t(), t(), t(), t(), t(), scalars)
+    })?;
     Ok(e.out)
-}
-
-/// Compiled-kernel settings shared by the per-file `offline_*` constructors.
-pub(super) fn offline_settings(threads: u32) -> KernelSettings {
-    settings(threads)
-}
-
-/// A tensor argument as every launch of ours passes it (a plain handle).
-pub(super) fn offline_tensor() -> TensorCompilationArg {
-    tensor()
 }

@@ -24,7 +24,7 @@ use crate::kernels::{GELU_A, GELU_B};
 /// Below any logit; WGSL has no −∞ literal.
 const NEG_BIG: f32 = -1.0e30;
 /// Units per row.
-const ROW_UNITS: usize = 256;
+pub(super) const ROW_UNITS: usize = 256;
 /// The grid's largest extent along one axis.
 const GRID_MAX: usize = 65_535;
 
@@ -83,7 +83,7 @@ fn row_max_sum(
 
 /// In place: each row of `logits` becomes `softmax − onehot(t)`; `nll[row] = lse − l[t]`.
 #[cube(launch)]
-fn softmax_xent_kernel<I: Int>(
+pub(super) fn softmax_xent_kernel<I: Int>(
     logits: &mut Tensor<f32>,
     targets: &Tensor<I>,
     nll: &mut Tensor<f32>,
@@ -120,7 +120,7 @@ fn softmax_xent_kernel<I: Int>(
 
 /// `out[row] = (lse − l[t], max − l[t])`, the logits left as they are.
 #[cube(launch)]
-fn token_nll_kernel<I: Int>(
+pub(super) fn token_nll_kernel<I: Int>(
     // Read only; `&mut` because the row reduction is shared with the in-place loss kernel.
     logits: &mut Tensor<f32>,
     targets: &Tensor<I>,
@@ -145,7 +145,11 @@ fn token_nll_kernel<I: Int>(
 
 /// `y = x·σ(x·(A + B·x²))`, in f32.
 #[cube(launch)]
-fn gelu_kernel<F: Float>(x: &Tensor<F>, y: &mut Tensor<F>, #[define(F)] _dtype: ElemType) {
+pub(super) fn gelu_kernel<F: Float>(
+    x: &Tensor<F>,
+    y: &mut Tensor<F>,
+    #[define(F)] _dtype: ElemType,
+) {
     let i = ABSOLUTE_POS;
     if i >= y.len() {
         terminate!();
@@ -157,7 +161,7 @@ fn gelu_kernel<F: Float>(x: &Tensor<F>, y: &mut Tensor<F>, #[define(F)] _dtype: 
 
 /// `dx = dy·(σ(u) + x·σ(u)·(1 − σ(u))·(A + 3B·x²))`, `u = x·(A + B·x²)`, in f32.
 #[cube(launch)]
-fn gelu_backward_kernel<F: Float>(
+pub(super) fn gelu_backward_kernel<F: Float>(
     x: &Tensor<F>,
     dy: &Tensor<F>,
     dx: &mut Tensor<F>,
@@ -249,8 +253,11 @@ pub fn token_nll(logits: CubeTensor, targets: CubeTensor) -> CubeTensor {
     out
 }
 
+/// Units per cube of the elementwise kernels (GELU and its backward).
+pub(super) const ELEMENTWISE_UNITS: u32 = 256;
+
 fn elementwise_dim() -> CubeDim {
-    CubeDim::new_1d(256)
+    CubeDim::new_1d(ELEMENTWISE_UNITS)
 }
 
 /// GPT-2's GELU of `x` (any float dtype; computed in f32).
@@ -300,67 +307,3 @@ pub fn gelu_backward(x: CubeTensor, dy: CubeTensor) -> CubeTensor {
     );
     dx
 }
-
-/// The row and elementwise kernels as their launches build them, for the offline CUDA check
-/// (`offline.rs`): (threads per cube, kernel).
-#[cfg(feature = "cuda")]
-mod offline_kernels {
-    use std::sync::Arc;
-
-    use cubecl::ir::{DeviceProperties, ElemType, TargetProperties};
-
-    use super::super::offline::{offline_settings, offline_tensor as t};
-    use super::*;
-
-    type Props = Arc<DeviceProperties>;
-    type Target = Arc<TargetProperties>;
-
-    pub(in crate::cube) fn softmax_xent(
-        p: Props,
-        tp: Target,
-        ids: ElemType,
-    ) -> (u32, softmax_xent_kernel::SoftmaxXentKernel) {
-        let threads = ROW_UNITS as u32;
-        let s = offline_settings(threads);
-        let k =
-            softmax_xent_kernel::SoftmaxXentKernel::new(s, p, tp, t(), t(), t(), ROW_UNITS, ids);
-        (threads, k)
-    }
-
-    pub(in crate::cube) fn token_nll(
-        p: Props,
-        tp: Target,
-        ids: ElemType,
-    ) -> (u32, token_nll_kernel::TokenNllKernel) {
-        let threads = ROW_UNITS as u32;
-        let s = offline_settings(threads);
-        let k = token_nll_kernel::TokenNllKernel::new(s, p, tp, t(), t(), t(), ROW_UNITS, ids);
-        (threads, k)
-    }
-
-    pub(in crate::cube) fn gelu(
-        p: Props,
-        tp: Target,
-        ty: ElemType,
-    ) -> (u32, gelu_kernel::GeluKernel) {
-        let threads = elementwise_dim().num_elems();
-        let k = gelu_kernel::GeluKernel::new(offline_settings(threads), p, tp, t(), t(), ty);
-        (threads, k)
-    }
-
-    pub(in crate::cube) fn gelu_backward(
-        p: Props,
-        tp: Target,
-        ty: ElemType,
-    ) -> (u32, gelu_backward_kernel::GeluBackwardKernel) {
-        let threads = elementwise_dim().num_elems();
-        let s = offline_settings(threads);
-        let k = gelu_backward_kernel::GeluBackwardKernel::new(s, p, tp, t(), t(), t(), ty);
-        (threads, k)
-    }
-}
-#[cfg(feature = "cuda")]
-pub(super) use offline_kernels::{
-    gelu as offline_gelu, gelu_backward as offline_gelu_backward,
-    softmax_xent as offline_softmax_xent, token_nll as offline_token_nll,
-};
