@@ -137,6 +137,19 @@ pub fn set_host_bytes_in_use(counter: fn() -> u64) {
     let _ = HOST_BYTES_IN_USE.set(counter);
 }
 
+/// Makes, on every rayon thread and the calling one, the scratch buffer gemm keeps per thread
+/// for the rest of the process (`gemm_common::gemm::L2_SLAB`: the size of the L2 cache, 1 MiB
+/// here, allocated the first time a thread runs a flex matmul). Left to chance, a thread made its
+/// buffer inside whichever forward it first ran a matmul in, and that forward's
+/// [`bytes_in_use`] difference grew by a megabyte: every thread's in step 1 (31 MB instead of
+/// 13.5 on 16 threads), and in CI a step-2 forward of the smallest micro-batch, once. Call before
+/// measuring on flex; on the GPU backends it only costs the buffers.
+pub fn make_host_scratch() {
+    let touch = || gemm_common::gemm::L2_SLAB.with(|_| ());
+    rayon::broadcast(|_| touch());
+    touch();
+}
+
 /// The bytes allocated on `device` now, to the byte: on CUDA/wgpu the live allocations in the
 /// memory pools (CubeCL's `bytes_in_use`: no padding, no free pages), on flex the live heap bytes
 /// where a counting allocator is registered ([`set_host_bytes_in_use`]), else `None`. The

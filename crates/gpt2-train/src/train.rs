@@ -247,6 +247,10 @@ pub fn train(plan: TrainPlan, opts: &TrainOptions) -> Result<Summary> {
     gpt2_model::device::set_composed_kernels(
         cfg.device.kernels == crate::config::Kernels::Composed,
     );
+    if cfg.device.kind == "flex" {
+        // Before any step, so no forward's `mem_activations_mb` holds a thread's first buffer.
+        gpt2_model::device::make_host_scratch();
+    }
     let (plan, notes) = fit_to_device(plan, &devices[0])?;
     notes.into_iter().for_each(&say);
     std::fs::create_dir_all(&run_dir).at(&run_dir)?;
