@@ -3,12 +3,13 @@
 
 use burn::backend::flex::FlexTensor;
 use burn::backend::ops::{FloatTensorOps, ModuleOps};
-use burn::backend::{Flex, Scalar};
+use burn::backend::Flex;
 use burn::tensor::{DType, TensorData};
 
 use crate::kernels;
 use crate::row_kernels::{
-    composed_attention_forward, composed_gelu, composed_gelu_backward, dims, to_f32, RowKernels,
+    composed_attention_backward, composed_attention_forward, composed_gelu, composed_gelu_backward,
+    dims, to_f32, RowKernels,
 };
 
 /// A flex tensor's elements as one contiguous slice (copying only a strided or shared one).
@@ -25,6 +26,16 @@ fn flex_f32(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
         Some(s) => std::borrow::Cow::Borrowed(s),
         None => std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>().expect("f32").to_vec()),
     }
+}
+
+/// `[B, nh, T, hd]` of training attention's `q` (its keys `k` are as many: no past).
+fn attention_shape(q: &FlexTensor, k: &FlexTensor) -> [usize; 4] {
+    let (d, dk) = (dims(q), dims(k));
+    assert!(
+        d.len() == 4 && d == dk,
+        "flex attention: q {d:?} and k {dk:?} must be the same [B, nh, T, hd]"
+    );
+    [d[0], d[1], d[2], d[3]]
 }
 
 fn flex_ids(t: &FlexTensor) -> Vec<usize> {
@@ -70,14 +81,54 @@ impl RowKernels for Flex {
         v: FlexTensor,
         scale: f64,
     ) -> (FlexTensor, FlexTensor) {
-        if q.dtype() != DType::F32 {
+        if q.dtype() != DType::F32 || k.dtype() != DType::F32 || v.dtype() != DType::F32 {
             return composed_attention_forward::<Flex>(q, k, v, scale);
         }
-        let qs = Flex::float_mul_scalar(q, Scalar::from(scale));
-        let mut p = Flex::float_matmul(qs, Flex::float_swap_dims(k, 2, 3)); // (B, nh, T, T)
-        let d = dims(&p);
-        kernels::causal_softmax(flex_f32_mut(&mut p), d[2], d[3]);
-        (Flex::float_matmul(p.clone(), v), p)
+        let shape = attention_shape(&q, &k);
+        let [b, nh, t, hd] = shape;
+        let (o, lse) = kernels::attention::forward(
+            &flex_f32(&q),
+            &flex_f32(&k),
+            &flex_f32(&v),
+            shape,
+            scale as f32,
+        );
+        // O is written [B, T, nh, hd] and handed back as its [B, nh, T, hd] view: the model's
+        // swap back to [B, T, C] is then free, and the backward's saved O and `c_proj`'s saved
+        // input are one tensor.
+        let o = FlexTensor::from_data(TensorData::new(o, [b, t, nh, hd]));
+        let lse = FlexTensor::from_data(TensorData::new(lse, [b, nh, t]));
+        (Flex::float_swap_dims(o, 1, 2), lse)
+    }
+
+    fn attention_backward(
+        q: FlexTensor,
+        k: FlexTensor,
+        v: FlexTensor,
+        o: FlexTensor,
+        stats: FlexTensor,
+        d_o: FlexTensor,
+        scale: f64,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        // `stats` is what `attention_forward` returned for the same dtype: the log-sum-exp for
+        // f32, the probabilities otherwise.
+        if q.dtype() != DType::F32 || k.dtype() != DType::F32 || v.dtype() != DType::F32 {
+            return composed_attention_backward::<Flex>(q, k, v, o, stats, d_o, scale);
+        }
+        let shape = attention_shape(&q, &k);
+        let d_o = to_f32::<Flex>(d_o);
+        let (dq, dk, dv) = kernels::attention::backward(
+            &flex_f32(&q),
+            &flex_f32(&k),
+            &flex_f32(&v),
+            &flex_f32(&o),
+            &flex_f32(&stats),
+            &flex_f32(&d_o),
+            shape,
+            scale as f32,
+        );
+        let grad = |x: Vec<f32>| FlexTensor::from_data(TensorData::new(x, shape));
+        (grad(dq), grad(dk), grad(dv))
     }
 
     fn softmax_backward(p: FlexTensor, dp: FlexTensor, delta: FlexTensor) -> FlexTensor {

@@ -1,6 +1,7 @@
 //! Row kernels on plain `f32` slices for the CPU (flex) side of the fused ops in `fused.rs`:
 //! the LM head's softmax + cross-entropy, evaluation's per-token NLL, attention's causal softmax
-//! and its backward, and GPT-2's GELU with its derivative.
+//! and its backward (the composed form's), GPT-2's GELU with its derivative, and causal attention
+//! itself, one head at a time (`kernels/attention.rs`).
 //!
 //! Why our own: flex's softmax computes `exp` one scalar libm call at a time (macerator has no
 //! SIMD exp), and that was 18% of a gpt2-10m training step (perf, experiments/RESULTS.md).
@@ -115,16 +116,6 @@ fn nll_row(row: &[f32], target: usize) -> (f32, f32) {
     (nll, max - row[target])
 }
 
-/// One row of causal attention scores: softmax over the first `valid` entries, zeros after.
-#[inline(always)]
-fn causal_softmax_row(row: &mut [f32], valid: usize) {
-    let (live, future) = row.split_at_mut(valid);
-    let max = row_max(live);
-    let sum = exp_in_place(live, max);
-    scale_in_place(live, 1.0 / sum);
-    future.fill(0.0);
-}
-
 /// `dp[j] = p[j]·(dp[j] − delta)`: softmax's backward for one row, in place on `dp`.
 #[inline(always)]
 fn softmax_backward_row(p: &[f32], dp: &mut [f32], delta: f32) {
@@ -172,6 +163,8 @@ macro_rules! multiversion {
     };
 }
 
+pub mod attention;
+
 multiversion!(xent_rows(rows: &mut [f32], targets: &[usize], nll: &mut [f64], v: usize) {
     for ((row, &t), out) in rows.chunks_exact_mut(v).zip(targets).zip(nll) {
         *out = xent_row(row, t);
@@ -181,15 +174,6 @@ multiversion!(xent_rows(rows: &mut [f32], targets: &[usize], nll: &mut [f64], v:
 multiversion!(nll_rows(rows: &[f32], targets: &[usize], out: &mut [f32], v: usize) {
     for ((row, &t), out) in rows.chunks_exact(v).zip(targets).zip(out.chunks_exact_mut(2)) {
         (out[0], out[1]) = nll_row(row, t);
-    }
-});
-
-multiversion!(causal_softmax_rows(rows: &mut [f32], first: usize, t_q: usize, t_k: usize) {
-    // Row `first + i` is query `(first + i) % t_q`, which sees keys up to its position shifted
-    // by the past length `t_k − t_q` (bottom-right alignment, as Burn's `is_causal`).
-    for (i, row) in rows.chunks_exact_mut(t_k).enumerate() {
-        let query = (first + i) % t_q;
-        causal_softmax_row(row, (query + 1 + t_k - t_q).min(t_k));
     }
 });
 
@@ -270,19 +254,6 @@ pub fn token_nll(logits: &[f32], targets: &[usize], v: usize) -> Vec<f32> {
     out
 }
 
-/// In place on `scores` `[.., T_q, T_k]` (row-major): causal softmax of each row, zeros on the
-/// masked (future) keys.
-pub fn causal_softmax(scores: &mut [f32], t_q: usize, t_k: usize) {
-    assert!(
-        t_q <= t_k && scores.len().is_multiple_of(t_q * t_k),
-        "causal_softmax: shape"
-    );
-    scores
-        .par_chunks_mut(t_k * ROWS_PER_TASK)
-        .enumerate()
-        .for_each(|(i, rows)| causal_softmax_rows(rows, i * ROWS_PER_TASK, t_q, t_k));
-}
-
 /// In place on `dp` `[rows, T]`: `dp = p ⊙ (dp − delta)` with one `delta` per row.
 pub fn softmax_backward(p: &[f32], dp: &mut [f32], delta: &[f32], t: usize) {
     assert!(
@@ -351,35 +322,6 @@ mod tests {
             (loss - expected).abs() < 1e-5 * expected,
             "{loss} vs {expected}"
         );
-    }
-
-    #[test]
-    fn causal_softmax_masks_the_future_and_aligns_a_past_bottom_right() {
-        for (t_q, t_k) in [(19, 19), (3, 8)] {
-            let heads = 5;
-            let scores: Vec<f32> = (0..heads * t_q * t_k)
-                .map(|i| ((i * 31 % 97) as f32 - 48.0) / 7.0)
-                .collect();
-            let mut p = scores.clone();
-            causal_softmax(&mut p, t_q, t_k);
-            for (r, row) in p.chunks(t_k).enumerate() {
-                let valid = r % t_q + 1 + t_k - t_q;
-                let src = &scores[r * t_k..r * t_k + valid];
-                let m = src.iter().cloned().fold(f32::MIN, f32::max) as f64;
-                let sum: f64 = src.iter().map(|&x| (x as f64 - m).exp()).sum();
-                for (j, &x) in row.iter().enumerate() {
-                    let want = if j < valid {
-                        (src[j] as f64 - m).exp() / sum
-                    } else {
-                        0.0
-                    };
-                    assert!(
-                        (x as f64 - want).abs() < 1e-6,
-                        "{t_q}x{t_k} row {r} col {j}"
-                    );
-                }
-            }
-        }
     }
 
     #[test]
