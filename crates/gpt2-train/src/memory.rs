@@ -8,15 +8,20 @@
 //!
 //! - weights `4P`, gradients `4P` (`8P` with accumulation: the running sum and the newest),
 //!   AdamW moments `8P`;
-//! - activations kept for the backward: per layer ≈ `25·N·C` f32 values (two LayerNorms ~4 each,
-//!   the inputs of the four matmuls, q/k/v, the attention output, the MLP's two `[N, 4C]`
-//!   tensors, the residual stream), plus `10·N·C` half-precision copies when the matmuls run in
-//!   bf16/f16; the attention's row log-sum-exp (flash) or its `[B, nh, T, T]` probabilities
-//!   (composed); embeddings and `ln_f` `5·N·C`; the LM head's `dh` `[N, C]` and `dwte` `[V, C]`;
+//! - activations: what the forward leaves for the backward, tensor by tensor as the code keeps
+//!   it ([`kept_per_layer`], [`kept_outside_layers`]); measured to within 0.1% by
+//!   `mem_activations_mb` (experiments/RESULTS.md part 10, `crates/gpt2-cli/tests/train_cli.rs`).
+//!   Per layer and token, f32: `ln_1`'s input and output (C each), q, k, v (3C, views of
+//!   `c_attn`'s output), the attention's output (C; on the Cube backends also `c_proj`'s copy of
+//!   it, C), `ln_2`'s input and output (C each), GELU's input and output (4C each): 16 C
+//!   (17 on CUDA/wgpu), plus LayerNorm statistics and the attention's row log-sum-exp. With
+//!   bf16/f16 matmuls the matmuls' inputs are kept in half precision (11 C) and the residual
+//!   stream and GELU's input in f32 (6 C). Outside the layers: `ln_f`'s input, the LM head's `dh`
+//!   `[N, C]` and `dwte` `[V, C]` (the chunked head computes them in the forward);
 //! - the largest temporary: one LM-head chunk's logits `R·V·4` (plus the half-precision product
 //!   `R·V·2`), or the composed attention's backward `2·B·nh·T²·4`, whichever is larger.
 //!
-//! It is an estimate: `experiments/RESULTS.md` sets it beside the measured peak (`mem_peak_mb`).
+//! `experiments/RESULTS.md` sets it beside the measured peak (`mem_peak_mb`).
 
 use gpt2_model::DeviceMemory;
 use serde::Serialize;
@@ -24,18 +29,149 @@ use serde::Serialize;
 use crate::config::TrainPlan;
 use crate::error::{Result, TrainError};
 
-/// Activation values (f32) a layer keeps for its backward, per token and channel.
-const F32_ACTS_PER_LAYER: u64 = 25;
-/// Extra half-precision copies per layer with bf16/f16 matmuls, per token and channel.
-const HALF_ACTS_PER_LAYER: u64 = 10;
+/// One kind of tensor the forward keeps for the backward: per token (of the micro-batch) it
+/// holds `values` elements of `bytes` each.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Kept {
+    pub what: String,
+    pub values: u64,
+    pub bytes: u64,
+}
 
-/// What a training step holds on one device, in bytes.
+impl Kept {
+    fn new(what: impl Into<String>, values: u64, bytes: u64) -> Self {
+        Self {
+            what: what.into(),
+            values,
+            bytes,
+        }
+    }
+
+    /// Bytes per token.
+    pub fn per_token(&self) -> u64 {
+        self.values * self.bytes
+    }
+}
+
+/// What one transformer layer keeps per token for the backward, as the model code keeps it on
+/// the plan's backend, in its compute dtype, with its attention and dropout.
+pub fn kept_per_layer(plan: &TrainPlan) -> Vec<Kept> {
+    let m = &plan.model;
+    let (c, nh, t) = (
+        m.n_embd as u64,
+        m.n_head as u64,
+        plan.config.batch.seq_len as u64,
+    );
+    let flex = plan.config.device.kind == "flex";
+    let half = m.compute_dtype.cast_dtype().is_some();
+    // The matmuls' inputs: half-precision copies (`linear_at` casts), else the f32 tensors.
+    let (mm, mm_name) = if half { (2, "half") } else { (4, "f32") };
+    let mut kept = vec![
+        Kept::new("ln_1 input: the residual stream (f32)", c, 4),
+        Kept::new("ln_1 statistics: mean, 1/σ (f32)", 2, 4),
+        Kept::new(format!("ln_1 output: c_attn's input ({mm_name})"), c, mm),
+        Kept::new(
+            format!("q, k, v: the attention's inputs ({mm_name})"),
+            3 * c,
+            mm,
+        ),
+    ];
+    // flex's own attention runs in f32 only; the composed form (and flex in half precision)
+    // keeps the probabilities.
+    let flash = m.flash_attention && !(flex && half);
+    if flash {
+        kept.push(Kept::new("attention row log-sum-exp (f32)", nh, 4));
+    } else {
+        kept.push(Kept::new(
+            format!("attention probabilities [B, nh, T, T] ({mm_name})"),
+            nh * t,
+            mm,
+        ));
+    }
+    kept.push(Kept::new(format!("attention output O ({mm_name})"), c, mm));
+    // flex's f32 attention writes O as [B, T, nh, hd]: the swap back to [B, T, C] is a view and
+    // c_proj keeps the same tensor. Elsewhere O is [B, nh, T, hd] and c_proj's input a copy.
+    if !(flash && flex && !half) {
+        kept.push(Kept::new(
+            format!("c_proj's input: O as [B, T, C], a copy ({mm_name})"),
+            c,
+            mm,
+        ));
+    }
+    kept.extend([
+        Kept::new(
+            "ln_2 input: the residual stream after attention (f32)",
+            c,
+            4,
+        ),
+        Kept::new("ln_2 statistics: mean, 1/σ (f32)", 2, 4),
+        Kept::new(format!("ln_2 output: c_fc's input ({mm_name})"), c, mm),
+        Kept::new("c_fc output: GELU's input (f32)", 4 * c, 4),
+        Kept::new(
+            format!("GELU output: mlp.c_proj's input ({mm_name})"),
+            4 * c,
+            mm,
+        ),
+    ]);
+    if m.dropout > 0.0 {
+        kept.push(Kept::new(
+            "dropout masks after c_proj and mlp.c_proj (f32)",
+            2 * c,
+            4,
+        ));
+    }
+    kept
+}
+
+/// What the step keeps per token outside the layers: `ln_f`'s input and statistics, the LM
+/// head's `dh` (in the compute dtype) and the embedding dropout's mask.
+pub fn kept_outside_layers(plan: &TrainPlan) -> Vec<Kept> {
+    let m = &plan.model;
+    let c = m.n_embd as u64;
+    let head = if m.compute_dtype.cast_dtype().is_some() {
+        2
+    } else {
+        4
+    };
+    let mut kept = vec![
+        Kept::new("ln_f input and statistics (f32)", c + 2, 4),
+        Kept::new("the LM head's dh, computed in the forward", c, head),
+    ];
+    if m.dropout > 0.0 {
+        kept.push(Kept::new("dropout mask after the embeddings (f32)", c, 4));
+    }
+    kept
+}
+
+/// What the step keeps that does not grow with the tokens, in bytes: the LM head's `dwte`
+/// `[V, C]` in the head's dtype and, with half-precision matmuls, each layer's four weight
+/// matrices cast for them (`12·C²` values).
+fn kept_constant(plan: &TrainPlan) -> u64 {
+    let m = &plan.model;
+    let (l, c, v) = (m.n_layer as u64, m.n_embd as u64, m.vocab_size as u64);
+    match m.compute_dtype.cast_dtype() {
+        None => v * c * 4,
+        Some(_) => v * c * 2 + l * 12 * c * c * 2,
+    }
+}
+
+/// What one optimizer step holds on one device, in bytes.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MemoryEstimate {
     pub weights: u64,
     pub gradients: u64,
     pub optimizer: u64,
     pub activations: u64,
+    /// Bytes per token that each layer keeps for the backward ([`kept_per_layer`]).
+    pub per_layer_per_token: u64,
+    /// Bytes per token kept outside the layers ([`kept_outside_layers`]).
+    pub outside_per_token: u64,
+    /// Bytes kept whatever the micro-batch (the head's `dwte`, half-precision weight copies).
+    pub constant: u64,
+    /// Tokens per micro-batch and layers: `activations = tokens·(layers·per_layer_per_token +
+    /// outside_per_token) + constant`.
+    pub tokens: u64,
+    pub layers: u64,
     /// The largest single temporary of the step and what it is.
     pub largest_temporary: u64,
     pub largest_temporary_is: String,
@@ -57,20 +193,14 @@ pub fn estimate(plan: &TrainPlan, chunk_rows: usize) -> MemoryEstimate {
     let m = &plan.model;
     let b = &plan.config.batch;
     let p = plan.num_params;
-    let (l, c, v) = (m.n_layer as u64, m.n_embd as u64, m.vocab_size as u64);
+    let (l, v) = (m.n_layer as u64, m.vocab_size as u64);
     let (bsz, t, nh) = (b.micro_batch as u64, b.seq_len as u64, m.n_head as u64);
     let n = bsz * t;
     let half = m.compute_dtype.cast_dtype().is_some();
-    let mut per_layer = F32_ACTS_PER_LAYER * n * c * 4;
-    if half {
-        per_layer += HALF_ACTS_PER_LAYER * n * c * 2;
-    }
-    per_layer += if m.flash_attention {
-        bsz * nh * t * 4 // the row log-sum-exp
-    } else {
-        bsz * nh * t * t * 4 // the probabilities
-    };
-    let activations = l * per_layer + 5 * n * c * 4 + n * c * 4 + v * c * 4;
+    let per_layer: u64 = kept_per_layer(plan).iter().map(Kept::per_token).sum();
+    let outside: u64 = kept_outside_layers(plan).iter().map(Kept::per_token).sum();
+    let constant = kept_constant(plan);
+    let activations = n * (l * per_layer + outside) + constant;
     let rows = chunk_rows.min(n as usize).max(1) as u64;
     let head = rows * v * if half { 6 } else { 4 };
     let composed = if m.flash_attention {
@@ -98,6 +228,11 @@ pub fn estimate(plan: &TrainPlan, chunk_rows: usize) -> MemoryEstimate {
         gradients,
         optimizer,
         activations,
+        per_layer_per_token: per_layer,
+        outside_per_token: outside,
+        constant,
+        tokens: n,
+        layers: l,
         largest_temporary,
         largest_temporary_is,
         lm_head_chunk_rows: rows as usize,
@@ -294,6 +429,19 @@ impl MemoryEstimate {
                 ),
             ),
             (
+                "activations".into(),
+                format!(
+                    "{} tokens × ({} layers × {} + {}) B + {} B = {} B (the list: \
+                     `gpt2 train --dry-run`)",
+                    self.tokens,
+                    self.layers,
+                    self.per_layer_per_token,
+                    self.outside_per_token,
+                    self.constant,
+                    self.activations
+                ),
+            ),
+            (
                 "largest temporary".into(),
                 format!(
                     "{} ({}; LM head in chunks of {} rows)",
@@ -304,6 +452,42 @@ impl MemoryEstimate {
             ),
         ]
     }
+}
+
+/// The per-layer and outside-the-layers lists of what the forward keeps, as plan-table rows:
+/// each tensor's values and bytes per token.
+pub fn kept_rows(plan: &TrainPlan) -> Vec<(String, String)> {
+    let row = |prefix: &str, k: &Kept| {
+        (
+            format!("{prefix} {}", k.what),
+            format!(
+                "{} values × {} B = {} B/token",
+                k.values,
+                k.bytes,
+                k.per_token()
+            ),
+        )
+    };
+    let layer = kept_per_layer(plan);
+    let outside = kept_outside_layers(plan);
+    let mut rows: Vec<_> = layer.iter().map(|k| row("layer:", k)).collect();
+    rows.push((
+        "layer: total".into(),
+        format!(
+            "{} B/token × {} layers",
+            layer.iter().map(Kept::per_token).sum::<u64>(),
+            plan.model.n_layer
+        ),
+    ));
+    rows.extend(outside.iter().map(|k| row("outside:", k)));
+    rows.push((
+        "constant".into(),
+        format!(
+            "{} (the head's dwte; half-precision weight copies)",
+            mb(kept_constant(plan))
+        ),
+    ));
+    rows
 }
 
 #[cfg(test)]

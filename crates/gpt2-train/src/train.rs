@@ -474,6 +474,7 @@ pub fn memory_rows(plan: TrainPlan) -> Result<Vec<(String, String)>> {
         }
     };
     rows.extend(crate::memory::estimate(&plan, plan.model.lm_head_chunk_rows).rows());
+    rows.extend(crate::memory::kept_rows(&plan));
     rows.extend(notes.into_iter().map(|n| ("fits".to_string(), n)));
     Ok(rows)
 }
