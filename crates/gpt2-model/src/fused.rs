@@ -134,7 +134,7 @@ macro_rules! concrete_fused_ops {
             }
 
             fn gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
-                Self::gelu_tanh_forward(x)
+                gelu_forward::<Self>(x)
             }
 
             fn layer_norm(
@@ -295,6 +295,24 @@ fn attention_forward<B: RowKernels>(
     }
 }
 
+/// GELU of `x` in f32, returned in `x`'s dtype. A half-precision `x` (the output of `c_fc`'s
+/// half-precision matmul) is widened for the arithmetic, so the result is the f32 GELU of the
+/// same values rounded once, as `mlp.c_proj`'s half-precision input would round it anyway; only
+/// the half-precision `x` is kept for the backward, not an f32 copy.
+fn gelu_forward<B: RowKernels>(x: FloatTensor<B>) -> FloatTensor<B> {
+    let dtype = x.dtype();
+    cast_to::<B>(B::gelu_tanh_forward(to_f32::<B>(x)), dtype)
+}
+
+/// GELU's backward in f32 from the kept `x`, returned in `x`'s dtype (see [`gelu_forward`]).
+fn gelu_backward<B: RowKernels>(x: FloatTensor<B>, dy: FloatTensor<B>) -> FloatTensor<B> {
+    let dtype = x.dtype();
+    cast_to::<B>(
+        B::gelu_tanh_backward(to_f32::<B>(x), to_f32::<B>(dy)),
+        dtype,
+    )
+}
+
 /// What attention's backward needs from its forward.
 #[derive(Clone, Debug)]
 struct AttentionState<B: Backend> {
@@ -412,7 +430,7 @@ impl<B: RowKernels> Backward<B, 1> for GeluBackward {
         let [node_x] = ops.parents;
         let dy = grads.consume::<B>(&ops.node);
         if let Some(node) = node_x {
-            grads.register::<B>(node.id, B::gelu_tanh_backward(ops.state, dy));
+            grads.register::<B>(node.id, gelu_backward::<B>(ops.state, dy));
         }
     }
 }
@@ -513,9 +531,9 @@ impl<B: RowKernels, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         {
             OpsKind::Tracked(prep) => {
                 let x = x.into_primitive();
-                prep.finish(x.clone(), B::gelu_tanh_forward(x))
+                prep.finish(x.clone(), gelu_forward::<B>(x))
             }
-            OpsKind::UnTracked(prep) => prep.finish(B::gelu_tanh_forward(x.into_primitive())),
+            OpsKind::UnTracked(prep) => prep.finish(gelu_forward::<B>(x.into_primitive())),
         }
     }
 

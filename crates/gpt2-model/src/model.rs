@@ -18,7 +18,8 @@
 //!
 //! **Precision**: parameters are f32. With `compute_dtype` bf16/f16 the weights and activations
 //! are cast around every matmul and the attention op, and cast back to f32 afterwards; the
-//! residual stream, LayerNorm, GELU, softmax of the loss stay f32.
+//! residual stream, LayerNorm and the softmax of the loss stay f32. GELU takes `c_fc`'s output
+//! in the compute dtype and computes in f32 (the same values as casting first).
 //!
 //! **Dropout**: `config.dropout` applies after the embedding sum and on the outputs of
 //! `attn.c_proj` and `mlp.c_proj` (residual dropout). Burn's attention op has no dropout, so
@@ -57,14 +58,22 @@ impl ComputeDtype {
 
 /// `x·W + b` at `dtype` (weights and input cast, result cast back to f32); plain f32 when `None`.
 fn linear_at<const D: usize>(layer: &Linear, x: Tensor<D>, dtype: Option<FloatDType>) -> Tensor<D> {
+    let y = linear_in(layer, x, dtype);
+    match dtype {
+        None => y,
+        Some(_) => y.cast(FloatDType::F32),
+    }
+}
+
+/// `x·W + b` at `dtype`, the result left in `dtype` (a no-op cast where `x` already is).
+fn linear_in<const D: usize>(layer: &Linear, x: Tensor<D>, dtype: Option<FloatDType>) -> Tensor<D> {
     match dtype {
         None => layer.forward(x),
         Some(dt) => linear(
             x.cast(dt),
             layer.weight.val().cast(dt),
             layer.bias.as_ref().map(|b| b.val().cast(dt)),
-        )
-        .cast(FloatDType::F32),
+        ),
     }
 }
 
@@ -284,8 +293,10 @@ impl Mlp {
     /// - `x`: `[B, T, C]` → output `[B, T, C]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let dt = self.compute_dtype.cast_dtype();
-        let h = linear_at(&self.c_fc, x, dt); // (B, T, 4C)
-        let h = gelu_tanh(h); // f32
+        // c_fc's output stays in the compute dtype through GELU (computed in f32 inside,
+        // `fused.rs`): the backward keeps it at 2 bytes a value, not as a 4-byte f32 copy.
+        let h = linear_in(&self.c_fc, x, dt); // (B, T, 4C)
+        let h = gelu_tanh(h);
         self.dropout.forward(linear_at(&self.c_proj, h, dt)) // (B, T, C)
     }
 }

@@ -15,8 +15,8 @@
 //!   `c_attn`'s output), the attention's output (C; on the Cube backends also `c_proj`'s copy of
 //!   it, C), `ln_2`'s input and output (C each), GELU's input and output (4C each): 16 C
 //!   (17 on CUDA/wgpu), plus LayerNorm statistics and the attention's row log-sum-exp. With
-//!   bf16/f16 matmuls the matmuls' inputs are kept in half precision (11 C) and the residual
-//!   stream and GELU's input in f32 (6 C). Outside the layers: `ln_f`'s input, the LM head's `dh`
+//!   bf16/f16 matmuls the matmuls' inputs and GELU's are kept in half precision (15 C) and the
+//!   residual stream in f32 (2 C). Outside the layers: `ln_f`'s input, the LM head's `dh`
 //!   `[N, C]` and `dwte` `[V, C]` (the chunked head computes them in the forward);
 //! - the largest temporary: one LM-head chunk's logits `R·V·4` (plus the half-precision product
 //!   `R·V·2`), or the composed attention's backward `2·B·nh·T²·4`, whichever is larger.
@@ -106,7 +106,7 @@ pub fn kept_per_layer(plan: &TrainPlan) -> Vec<Kept> {
         ),
         Kept::new("ln_2 statistics: mean, 1/σ (f32)", 2, 4),
         Kept::new(format!("ln_2 output: c_fc's input ({mm_name})"), c, mm),
-        Kept::new("c_fc output: GELU's input (f32)", 4 * c, 4),
+        Kept::new(format!("c_fc output: GELU's input ({mm_name})"), 4 * c, mm),
         Kept::new(
             format!("GELU output: mlp.c_proj's input ({mm_name})"),
             4 * c,
