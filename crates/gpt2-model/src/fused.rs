@@ -30,7 +30,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{backend_extension, Autodiff, Backend, Flex, Scalar, TensorMetadata};
-use burn::tensor::{Shape, Slice};
+use burn::tensor::{FloatDType, Shape, Slice};
 
 use crate::row_kernels::{
     cast_to, composed_attention_backward, composed_attention_forward, dims, to_f32,
@@ -76,12 +76,15 @@ pub trait FusedOps: Backend {
     fn gelu(x: FloatTensor<Self>) -> FloatTensor<Self>;
 
     /// LayerNorm over the last axis of f32 `x` `[.., C]` with weight `gamma` and bias `beta`
-    /// `[C]`: `(x − mean)/√(var + eps)·γ + β`.
+    /// `[C]`: `(x − mean)/√(var + eps)·γ + β`. Under autodiff `x` is kept for the backward in
+    /// `keep` (a half-precision run's dtype: llm.c keeps its residual stream in bf16), else f32;
+    /// the statistics stay f32.
     fn layer_norm(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         eps: f64,
+        keep: Option<FloatDType>,
     ) -> FloatTensor<Self>;
 
     /// One AdamW update of one parameter: `p`, its gradient `g` and moments `m`, `v` (f32, one
@@ -142,6 +145,7 @@ macro_rules! concrete_fused_ops {
                 gamma: FloatTensor<Self>,
                 beta: FloatTensor<Self>,
                 eps: f64,
+                _keep: Option<FloatDType>,
             ) -> FloatTensor<Self> {
                 let shape = x.shape();
                 let c = dims(&x).last().copied().unwrap_or(1);
@@ -405,6 +409,8 @@ impl<B: RowKernels> Backward<B, 3> for LayerNormBackward {
         let [node_x, node_gamma, node_beta] = ops.parents;
         let dy = grads.consume::<B>(&ops.node);
         let (x, gamma, stats, shape) = ops.state;
+        // Kept in half precision in a half-precision run; the kernels take f32.
+        let x = to_f32::<B>(x);
         let dy = B::float_reshape(dy, x.shape());
         let (dx, dgamma, dbeta) = B::layer_norm_backward(x, gamma, stats, dy);
         for (node, grad) in [
@@ -498,6 +504,7 @@ impl<B: RowKernels, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
         eps: f64,
+        keep: Option<FloatDType>,
     ) -> FloatTensor<Self> {
         let shape = x.shape();
         let c = dims(&x).last().copied().unwrap_or(1);
@@ -512,7 +519,14 @@ impl<B: RowKernels, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
                 let gamma = gamma.into_primitive();
                 let (y, stats) =
                     B::layer_norm_forward(x.clone(), gamma.clone(), beta.into_primitive(), eps);
-                prep.finish((x, gamma, stats, shape.clone()), B::float_reshape(y, shape))
+                let kept = match keep {
+                    Some(dtype) => cast_to::<B>(x, dtype.into()),
+                    None => x,
+                };
+                prep.finish(
+                    (kept, gamma, stats, shape.clone()),
+                    B::float_reshape(y, shape),
+                )
             }
             OpsKind::UnTracked(prep) => {
                 let x = B::float_reshape(x.into_primitive(), rows);

@@ -9,15 +9,15 @@
 //! - weights `4P`, gradients `4P` (`8P` with accumulation: the running sum and the newest),
 //!   AdamW moments `8P`;
 //! - activations: what the forward leaves for the backward, tensor by tensor as the code keeps
-//!   it ([`kept_per_layer`], [`kept_outside_layers`]); measured to within 0.1% by
+//!   it ([`kept_per_layer`], [`kept_outside_layers`]); measured to within 1% by
 //!   `mem_activations_mb` (experiments/RESULTS.md part 10, `crates/gpt2-cli/tests/train_cli.rs`).
 //!   Per layer and token, f32: `ln_1`'s input and output (C each), q, k, v (3C, views of
 //!   `c_attn`'s output), the attention's output (C; on the Cube backends also `c_proj`'s copy of
 //!   it, C), `ln_2`'s input and output (C each), GELU's input and output (4C each): 16 C
 //!   (17 on CUDA/wgpu), plus LayerNorm statistics and the attention's row log-sum-exp. With
-//!   bf16/f16 matmuls the matmuls' inputs and GELU's are kept in half precision (15 C) and the
-//!   residual stream in f32 (2 C). Outside the layers: `ln_f`'s input, the LM head's `dh`
-//!   `[N, C]` and `dwte` `[V, C]` (the chunked head computes them in the forward);
+//!   bf16/f16 matmuls all of these are kept in half precision (the LayerNorms' inputs rounded
+//!   for the backward), the statistics in f32. Outside the layers: `ln_f`'s input, the LM
+//!   head's `dh` `[N, C]` and `dwte` `[V, C]` (the chunked head computes them in the forward);
 //! - the largest temporary: one LM-head chunk's logits `R·V·4` (plus the half-precision product
 //!   `R·V·2`), or the composed attention's backward `2·B·nh·T²·4`, whichever is larger.
 //!
@@ -67,7 +67,11 @@ pub fn kept_per_layer(plan: &TrainPlan) -> Vec<Kept> {
     // The matmuls' inputs: half-precision copies (`linear_at` casts), else the f32 tensors.
     let (mm, mm_name) = if half { (2, "half") } else { (4, "f32") };
     let mut kept = vec![
-        Kept::new("ln_1 input: the residual stream (f32)", c, 4),
+        Kept::new(
+            format!("ln_1 input: the residual stream ({mm_name})"),
+            c,
+            mm,
+        ),
         Kept::new("ln_1 statistics: mean, 1/σ (f32)", 2, 4),
         Kept::new(format!("ln_1 output: c_attn's input ({mm_name})"), c, mm),
         Kept::new(
@@ -100,9 +104,9 @@ pub fn kept_per_layer(plan: &TrainPlan) -> Vec<Kept> {
     }
     kept.extend([
         Kept::new(
-            "ln_2 input: the residual stream after attention (f32)",
+            format!("ln_2 input: the residual stream after attention ({mm_name})"),
             c,
-            4,
+            mm,
         ),
         Kept::new("ln_2 statistics: mean, 1/σ (f32)", 2, 4),
         Kept::new(format!("ln_2 output: c_fc's input ({mm_name})"), c, mm),
@@ -123,19 +127,20 @@ pub fn kept_per_layer(plan: &TrainPlan) -> Vec<Kept> {
     kept
 }
 
-/// What the step keeps per token outside the layers: `ln_f`'s input and statistics, the LM
-/// head's `dh` (in the compute dtype) and the embedding dropout's mask.
+/// What the step keeps per token outside the layers: `ln_f`'s input (in the compute dtype) and
+/// statistics, the LM head's `dh` (in the compute dtype) and the embedding dropout's mask.
 pub fn kept_outside_layers(plan: &TrainPlan) -> Vec<Kept> {
     let m = &plan.model;
     let c = m.n_embd as u64;
-    let head = if m.compute_dtype.cast_dtype().is_some() {
+    let half = if m.compute_dtype.cast_dtype().is_some() {
         2
     } else {
         4
     };
     let mut kept = vec![
-        Kept::new("ln_f input and statistics (f32)", c + 2, 4),
-        Kept::new("the LM head's dh, computed in the forward", c, head),
+        Kept::new("ln_f input: the residual stream", c, half),
+        Kept::new("ln_f statistics (f32)", 2, 4),
+        Kept::new("the LM head's dh, computed in the forward", c, half),
     ];
     if m.dropout > 0.0 {
         kept.push(Kept::new("dropout mask after the embeddings (f32)", c, 4));
