@@ -240,26 +240,24 @@ struct Activations {
 }
 
 /// [`Activations`] of micro-batches 2, 4 and 8 (`tiny`, T = 32, 2 steps, one micro-batch per
-/// step) on `device` in `precision`.
+/// step) on `device` with `settings` (`--set` overrides such as `precision=f16`).
 fn activations_by_micro_batch(
     dir: &Path,
     shards: &Path,
     device: &str,
-    precision: &str,
+    settings: &[&str],
 ) -> Vec<Activations> {
     [2usize, 4, 8]
         .iter()
         .map(|&b| {
-            let name = format!(
-                "act{b}_{precision}_{}",
-                device.replace(|c: char| !c.is_alphanumeric(), "")
-            );
+            let name = format!("act{b}_{device}_{}", settings.join("_"))
+                .replace(|c: char| !c.is_alphanumeric() && c != '_', "");
             let cfg = write_config_on(dir, &name, shards, 2, device);
-            let set = [
+            let mut set = vec![
                 format!("batch.micro_batch={b}"),
                 format!("batch.total_batch_tokens={}", b * 32),
-                format!("precision={precision}"),
             ];
+            set.extend(settings.iter().map(|s| s.to_string()));
             let sets = set.iter().flat_map(|s| ["--set", s.as_str()]);
             // More rayon threads than CI's two cores: each one's first flex matmul makes a
             // buffer gemm keeps (a megabyte), which must not land in a measured forward.
@@ -290,12 +288,17 @@ fn activations_by_micro_batch(
             // made then added 1 MB per thread before `make_host_scratch`).
             assert!(
                 (last[0] / last[1] - 1.0).abs() < 0.01,
-                "{device} {precision}, micro-batch {b}: steps 1 and 2 kept {last:?} MB"
+                "{device} {settings:?}, micro-batch {b}: steps 1 and 2 kept {last:?} MB"
             );
             let plan = train(&cfg).arg("--dry-run").args(sets).output().unwrap();
             assert!(plan.status.success());
             let plan = String::from_utf8_lossy(&plan.stderr).to_string()
                 + &String::from_utf8_lossy(&plan.stdout);
+            let mode = settings
+                .iter()
+                .find_map(|s| s.strip_prefix("model.recompute="))
+                .unwrap_or("none");
+            assert!(plan.contains(&format!("recompute {mode}")), "{plan}");
             // The row `activations  N tokens × (…) B + … B = BYTES B (…)`.
             let estimated = plan
                 .lines()
@@ -357,9 +360,15 @@ fn assert_measured_and_estimated(what: &str, acts: &[Activations]) {
 fn activation_bytes_are_measured_and_estimated_on_flex() {
     let dir = tempfile::tempdir().unwrap();
     let shards = shards(dir.path());
-    for precision in ["f32", "bf16"] {
-        let acts = activations_by_micro_batch(dir.path(), &shards, "kind: flex", precision);
-        assert_measured_and_estimated(&format!("flex {precision}"), &acts);
+    for settings in [
+        &["precision=f32"][..],
+        &["precision=bf16"],
+        &["precision=f32", "model.recompute=gelu"],
+        &["precision=f32", "model.recompute=gelu_layernorm"],
+        &["precision=bf16", "model.recompute=gelu_layernorm"],
+    ] {
+        let acts = activations_by_micro_batch(dir.path(), &shards, "kind: flex", settings);
+        assert_measured_and_estimated(&format!("flex {settings:?}"), &acts);
     }
 }
 
@@ -371,8 +380,12 @@ fn activation_bytes_are_measured_and_estimated_on_wgpu() {
     }
     let dir = tempfile::tempdir().unwrap();
     let shards = shards(dir.path());
-    for precision in ["f32", "f16"] {
-        let acts = activations_by_micro_batch(dir.path(), &shards, "kind: wgpu", precision);
-        assert_measured_and_estimated(&format!("wgpu {precision}"), &acts);
+    for settings in [
+        &["precision=f32"][..],
+        &["precision=f16"],
+        &["precision=f16", "model.recompute=gelu_layernorm"],
+    ] {
+        let acts = activations_by_micro_batch(dir.path(), &shards, "kind: wgpu", settings);
+        assert_measured_and_estimated(&format!("wgpu {settings:?}"), &acts);
     }
 }

@@ -78,6 +78,24 @@ pub struct Gpt2Config {
     /// always uses its own kernels.
     #[serde(default = "default_true")]
     pub flash_attention: bool,
+    /// What the backward recomputes instead of keeping from the forward (llm.c's `-r`).
+    #[serde(default)]
+    pub recompute: Recompute,
+}
+
+/// What a training step recomputes in the backward instead of keeping from the forward: less
+/// memory for a little more arithmetic. The gradients are the same (to the bit in f32: the same
+/// kernels run on the same kept values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Recompute {
+    /// Keep everything the backward needs.
+    #[default]
+    None,
+    /// Keep GELU's input, not its output (4 C per token and layer less; llm.c's `-r 1`).
+    Gelu,
+    /// Also recompute both LayerNorms' outputs from their inputs (2 C more less; llm.c's `-r 2`).
+    GeluLayernorm,
 }
 
 fn default_true() -> bool {
@@ -117,6 +135,7 @@ impl Gpt2Config {
             compute_dtype: ComputeDtype::F32,
             lm_head_chunk_rows: 0,
             flash_attention: true,
+            recompute: Recompute::None,
         }
     }
 

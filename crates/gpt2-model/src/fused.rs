@@ -32,6 +32,8 @@ use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{backend_extension, Autodiff, Backend, Flex, Scalar, TensorMetadata};
 use burn::tensor::{FloatDType, Shape, Slice};
 
+mod linear;
+
 use crate::row_kernels::{
     cast_to, composed_attention_backward, composed_attention_forward, dims, to_f32,
 };
@@ -85,6 +87,31 @@ pub trait FusedOps: Backend {
         beta: FloatTensor<Self>,
         eps: f64,
         keep: Option<FloatDType>,
+    ) -> FloatTensor<Self>;
+
+    /// `ln(x)·W + b` in `dtype` (f32 where `None`) for f32 `x` `[.., C]`, the LayerNorm's
+    /// `gamma`, `beta` `[C]` and the linear layer's f32 `w` `[C, out]`, `b` `[out]`: `[.., out]`
+    /// in `dtype`. Keeps `x` in `dtype` and, unless `recompute`, `ln(x)` (`fused/linear.rs`).
+    #[allow(clippy::too_many_arguments)]
+    fn layer_norm_linear(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        eps: f64,
+        dtype: Option<FloatDType>,
+        recompute: bool,
+    ) -> FloatTensor<Self>;
+
+    /// `gelu(h)·W + b` in `dtype` for `h` `[.., 4C]` in `dtype` and the f32 `w` `[4C, C]`, `b`
+    /// `[C]`. Keeps `h` and, unless `recompute`, `gelu(h)` (`fused/linear.rs`).
+    fn gelu_linear(
+        h: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        dtype: Option<FloatDType>,
+        recompute: bool,
     ) -> FloatTensor<Self>;
 
     /// One AdamW update of one parameter: `p`, its gradient `g` and moments `m`, `v` (f32, one
@@ -151,6 +178,29 @@ macro_rules! concrete_fused_ops {
                 let c = dims(&x).last().copied().unwrap_or(1);
                 let rows = Self::float_reshape(x, Shape::new([shape.num_elements() / c, c]));
                 Self::float_reshape(Self::layer_norm_inference(rows, gamma, beta, eps), shape)
+            }
+
+            fn layer_norm_linear(
+                x: FloatTensor<Self>,
+                gamma: FloatTensor<Self>,
+                beta: FloatTensor<Self>,
+                w: FloatTensor<Self>,
+                b: FloatTensor<Self>,
+                eps: f64,
+                dtype: Option<FloatDType>,
+                _recompute: bool,
+            ) -> FloatTensor<Self> {
+                linear::layer_norm_linear_inference::<Self>(x, gamma, beta, w, b, eps, dtype)
+            }
+
+            fn gelu_linear(
+                h: FloatTensor<Self>,
+                w: FloatTensor<Self>,
+                b: FloatTensor<Self>,
+                dtype: Option<FloatDType>,
+                _recompute: bool,
+            ) -> FloatTensor<Self> {
+                linear::gelu_linear_inference::<Self>(h, w, b, dtype)
             }
 
             fn adamw_step(
@@ -303,13 +353,16 @@ fn attention_forward<B: RowKernels>(
 /// half-precision matmul) is widened for the arithmetic, so the result is the f32 GELU of the
 /// same values rounded once, as `mlp.c_proj`'s half-precision input would round it anyway; only
 /// the half-precision `x` is kept for the backward, not an f32 copy.
-fn gelu_forward<B: RowKernels>(x: FloatTensor<B>) -> FloatTensor<B> {
+pub(crate) fn gelu_forward<B: RowKernels>(x: FloatTensor<B>) -> FloatTensor<B> {
     let dtype = x.dtype();
     cast_to::<B>(B::gelu_tanh_forward(to_f32::<B>(x)), dtype)
 }
 
 /// GELU's backward in f32 from the kept `x`, returned in `x`'s dtype (see [`gelu_forward`]).
-fn gelu_backward<B: RowKernels>(x: FloatTensor<B>, dy: FloatTensor<B>) -> FloatTensor<B> {
+pub(crate) fn gelu_backward<B: RowKernels>(
+    x: FloatTensor<B>,
+    dy: FloatTensor<B>,
+) -> FloatTensor<B> {
     let dtype = x.dtype();
     cast_to::<B>(
         B::gelu_tanh_backward(to_f32::<B>(x), to_f32::<B>(dy)),
@@ -534,6 +587,97 @@ impl<B: RowKernels, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
                     B::layer_norm_inference(x, gamma.into_primitive(), beta.into_primitive(), eps);
                 prep.finish(B::float_reshape(y, shape))
             }
+        }
+    }
+
+    fn layer_norm_linear(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        eps: f64,
+        dtype: Option<FloatDType>,
+        recompute: bool,
+    ) -> FloatTensor<Self> {
+        let shape = x.shape();
+        match linear::LayerNormLinearBackward
+            .prepare::<C>([x.node(), gamma.node(), beta.node(), w.node(), b.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let x = linear::rows::<B>(x.into_primitive());
+                let (gamma, beta) = (gamma.into_primitive(), beta.into_primitive());
+                let (w, b) = (w.into_primitive(), b.into_primitive());
+                let (ln, stats) =
+                    B::layer_norm_forward(x.clone(), gamma.clone(), beta.clone(), eps);
+                let ln = match dtype {
+                    Some(d) => cast_to::<B>(ln, d.into()),
+                    None => ln,
+                };
+                let y = linear::linear_forward::<B>(ln.clone(), w.clone(), b, dtype);
+                let state = linear::LayerNormLinearState {
+                    x: match dtype {
+                        Some(d) => cast_to::<B>(x, d.into()),
+                        None => x,
+                    },
+                    gamma,
+                    beta,
+                    stats,
+                    ln: (!recompute).then_some(ln),
+                    w,
+                    eps,
+                    dtype,
+                    shape: shape.clone(),
+                };
+                prep.finish(state, linear::unrows::<B>(y, &shape))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(linear::layer_norm_linear_inference::<B>(
+                x.into_primitive(),
+                gamma.into_primitive(),
+                beta.into_primitive(),
+                w.into_primitive(),
+                b.into_primitive(),
+                eps,
+                dtype,
+            )),
+        }
+    }
+
+    fn gelu_linear(
+        h: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        dtype: Option<FloatDType>,
+        recompute: bool,
+    ) -> FloatTensor<Self> {
+        let shape = h.shape();
+        match linear::GeluLinearBackward
+            .prepare::<C>([h.node(), w.node(), b.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let h = linear::rows::<B>(h.into_primitive());
+                let (w, b) = (w.into_primitive(), b.into_primitive());
+                let g = gelu_forward::<B>(h.clone());
+                let y = linear::linear_forward::<B>(g.clone(), w.clone(), b, dtype);
+                let state = linear::GeluLinearState {
+                    h,
+                    gelu: (!recompute).then_some(g),
+                    w,
+                    dtype,
+                    shape: shape.clone(),
+                };
+                prep.finish(state, linear::unrows::<B>(y, &shape))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(linear::gelu_linear_inference::<B>(
+                h.into_primitive(),
+                w.into_primitive(),
+                b.into_primitive(),
+                dtype,
+            )),
         }
     }
 

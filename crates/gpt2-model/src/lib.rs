@@ -51,7 +51,7 @@ pub mod testing;
 #[cfg(all(test, feature = "wgpu"))]
 mod wgpu_tests;
 
-pub use config::{ComputeDtype, Gpt2Config, EOT_TOKEN, GPT2_VOCAB_SIZE, PRESET_NAMES};
+pub use config::{ComputeDtype, Gpt2Config, Recompute, EOT_TOKEN, GPT2_VOCAB_SIZE, PRESET_NAMES};
 pub use device::{device_memory, DeviceMemory};
 pub use error::{ModelError, Result};
 pub use generate::GenerateConfig;

@@ -39,7 +39,7 @@ use burn::tensor::{Device, FloatDType, Int, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::config::{ComputeDtype, Gpt2Config};
+use crate::config::{ComputeDtype, Gpt2Config, Recompute};
 use crate::error::Result;
 use crate::fused::FusedOps;
 
@@ -196,10 +196,17 @@ impl CausalSelfAttention {
     ///   bottom right, as Burn's `is_causal` does).
     /// - output: `[B, T, C]`
     pub fn forward(&self, x: Tensor<3>, cache: Option<&mut LayerKv>) -> Tensor<3> {
-        let [b, t, c] = x.dims();
+        let qkv = linear_in(&self.c_attn, x, self.compute_dtype.cast_dtype());
+        self.attend(qkv, cache)
+    }
+
+    /// Attention from `c_attn`'s output `qkv` `[B, T, 3C]` (in the compute dtype) on: split
+    /// into heads, attention, `c_proj`, dropout. Output `[B, T, C]` f32.
+    fn attend(&self, qkv: Tensor<3>, cache: Option<&mut LayerKv>) -> Tensor<3> {
+        let [b, t, c3] = qkv.dims();
+        let c = c3 / 3;
         let (nh, hd) = (self.n_head, c / self.n_head);
         let dt = self.compute_dtype.cast_dtype();
-        let qkv = linear_at(&self.c_attn, x, dt); // (B, T, 3C)
         let head = |i: usize| {
             qkv.clone()
                 .narrow(2, i * c, c) // (B, T, C)
@@ -295,12 +302,29 @@ impl Mlp {
     /// # Shapes
     /// - `x`: `[B, T, C]` → output `[B, T, C]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let h = linear_in(&self.c_fc, x, self.compute_dtype.cast_dtype()); // (B, T, 4C)
+        self.project(h, false)
+    }
+
+    /// GELU and `c_proj` (one op, `fused/linear.rs`) from `c_fc`'s output `h` `[B, T, 4C]` in
+    /// the compute dtype (GELU computes in f32 inside, so the backward keeps `h` at 2 bytes a
+    /// value in half precision), then dropout: `[B, T, C]` f32. With `recompute` the backward
+    /// recomputes GELU's output instead of keeping it.
+    fn project(&self, h: Tensor<3>, recompute: bool) -> Tensor<3> {
         let dt = self.compute_dtype.cast_dtype();
-        // c_fc's output stays in the compute dtype through GELU (computed in f32 inside,
-        // `fused.rs`): the backward keeps it at 2 bytes a value, not as a 4-byte f32 copy.
-        let h = linear_in(&self.c_fc, x, dt); // (B, T, 4C)
-        let h = gelu_tanh(h);
-        self.dropout.forward(linear_at(&self.c_proj, h, dt)) // (B, T, C)
+        let bias = self
+            .c_proj
+            .bias
+            .as_ref()
+            .expect("GPT-2's linear layers have a bias");
+        let y = Tensor::<3>::from_dispatch(<Dispatch as FusedOps>::gelu_linear(
+            h.into_dispatch(),
+            self.c_proj.weight.val().into_dispatch(),
+            bias.val().into_dispatch(),
+            dt,
+            recompute,
+        ));
+        self.dropout.forward(y.cast(FloatDType::F32)) // (B, T, C)
     }
 }
 
@@ -329,6 +353,9 @@ pub struct Block {
     /// The dtype the LayerNorms keep their input in for the backward (the compute dtype).
     #[module(skip)]
     compute_dtype: ComputeDtype,
+    /// What the backward recomputes instead of keeping.
+    #[module(skip)]
+    recompute: Recompute,
 }
 
 impl Block {
@@ -350,6 +377,7 @@ impl Block {
             mlp,
             eps: config.layer_norm_epsilon,
             compute_dtype: config.compute_dtype,
+            recompute: config.recompute,
         }
     }
 
@@ -383,17 +411,38 @@ impl Block {
             },
             eps: config.layer_norm_epsilon,
             compute_dtype: config.compute_dtype,
+            recompute: config.recompute,
         }
     }
 
     /// # Shapes
     /// - `x`: `[B, T, C]` → output `[B, T, C]`
+    ///
+    /// Each LayerNorm is one op with the matmul after it, and GELU with the one after it
+    /// (`fused/linear.rs`), so that `recompute` can leave their outputs out of what the backward
+    /// keeps. In a half-precision run what is kept is in the compute dtype, the LayerNorms'
+    /// inputs (the residual stream) included.
     pub fn forward(&self, x: Tensor<3>, cache: Option<&mut LayerKv>) -> Tensor<3> {
-        let keep = self.compute_dtype.cast_dtype();
-        let ln_1 = layer_norm_keeping(&self.ln_1, x.clone(), self.eps, keep);
-        let x = x + self.attn.forward(ln_1, cache);
-        let ln_2 = layer_norm_keeping(&self.ln_2, x.clone(), self.eps, keep);
-        x + self.mlp.forward(ln_2)
+        let dt = self.compute_dtype.cast_dtype();
+        let recompute_ln = self.recompute == Recompute::GeluLayernorm;
+        let qkv = layer_norm_linear(
+            &self.ln_1,
+            &self.attn.c_attn,
+            x.clone(),
+            self.eps,
+            dt,
+            recompute_ln,
+        );
+        let x = x + self.attn.attend(qkv, cache);
+        let h = layer_norm_linear(
+            &self.ln_2,
+            &self.mlp.c_fc,
+            x.clone(),
+            self.eps,
+            dt,
+            recompute_ln,
+        );
+        x + self.mlp.project(h, self.recompute != Recompute::None)
     }
 }
 
@@ -428,6 +477,33 @@ pub fn layer_norm_keeping<const D: usize>(
         beta.into_dispatch(),
         eps,
         keep,
+    ))
+}
+
+/// `ln(x)·W + b` as one op (`fused/linear.rs`): `x` `[B, T, C]` f32 → `[B, T, out]` in `dtype`.
+/// Keeps `x` (in `dtype`) for the backward and, unless `recompute`, `ln(x)`.
+fn layer_norm_linear(
+    ln: &LayerNorm,
+    layer: &Linear,
+    x: Tensor<3>,
+    eps: f64,
+    dtype: Option<FloatDType>,
+    recompute: bool,
+) -> Tensor<3> {
+    let beta = ln.beta.as_ref().expect("GPT-2's LayerNorms have a bias");
+    let bias = layer
+        .bias
+        .as_ref()
+        .expect("GPT-2's linear layers have a bias");
+    Tensor::from_dispatch(<Dispatch as FusedOps>::layer_norm_linear(
+        x.into_dispatch(),
+        ln.gamma.val().into_dispatch(),
+        beta.val().into_dispatch(),
+        layer.weight.val().into_dispatch(),
+        bias.val().into_dispatch(),
+        eps,
+        dtype,
+        recompute,
     ))
 }
 

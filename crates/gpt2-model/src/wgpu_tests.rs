@@ -209,6 +209,58 @@ fn tiny_model_gradients_on_wgpu_equal_flex() {
     }
 }
 
+/// `recompute` on the Cube path: one step of `tiny` on wgpu in f32 and f16 with each mode, every
+/// gradient against `none` on the same device. f32: equal to the bit (the recomputed LayerNorm
+/// and GELU are the same kernels on the same kept values, and CubeCL's kernels are
+/// deterministic). f16: `gelu` is exact too; `gelu_layernorm` recomputes the LayerNorms from
+/// their inputs as kept, rounded to f16, so its gradients differ by that rounding: measured
+/// 8.5e-4 of the largest value per tensor at most (`c_attn`'s weight); 1e-2 allowed.
+#[test]
+fn recompute_modes_on_wgpu_give_the_same_gradients() {
+    use crate::{ComputeDtype, Recompute};
+    let Some(wgpu) = wgpu_or_skip("recompute modes") else {
+        return;
+    };
+    let device = wgpu.autodiff();
+    let run = |dtype: ComputeDtype, recompute: Recompute| {
+        let config = Gpt2Config {
+            compute_dtype: dtype,
+            recompute,
+            ..Gpt2Config::preset("tiny").expect("preset")
+        };
+        let model = Gpt2::new(&config, &device, 5).expect("model");
+        let (x, y) = (ids([2, 48], 50257, &device), ids([2, 48], 50221, &device));
+        let loss = model.forward_loss(x, y);
+        let grads = loss.backward();
+        let mut v = Grads {
+            grads: &grads,
+            out: Vec::new(),
+            path: Vec::new(),
+        };
+        model.visit(&mut v);
+        (values(loss), v.out)
+    };
+    for dtype in [ComputeDtype::F32, ComputeDtype::F16] {
+        let (loss, reference) = run(dtype, Recompute::None);
+        for mode in [Recompute::Gelu, Recompute::GeluLayernorm] {
+            let (mode_loss, grads) = run(dtype, mode);
+            assert_eq!(mode_loss, loss, "{dtype:?} {mode:?}: loss");
+            let exact = dtype == ComputeDtype::F32 || mode == Recompute::Gelu;
+            for ((name, a), (_, b)) in grads.iter().zip(&reference) {
+                if exact {
+                    assert!(a == b, "{dtype:?} {mode:?}: d{name} differs");
+                } else {
+                    let e = rel_err(a, b);
+                    assert!(
+                        e <= 1e-2,
+                        "{dtype:?} {mode:?}: d{name}: relative error {e:e}"
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// Flash attention's kernels (`cube/attention.rs`) against the composed attention (the
 /// `RowKernels` defaults: `P` materialised, Burn's softmax) on the same wgpu device: `O` and
 /// `dq`, `dk`, `dv` for a non-uniform `dO`, over sequence lengths around the block sizes (1, a

@@ -4,17 +4,44 @@
 
 use std::path::{Path, PathBuf};
 
-use gpt2_model::{ComputeDtype, Gpt2Config};
+use gpt2_model::{ComputeDtype, Gpt2Config, Recompute};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
 
-/// The model: a preset name (`gpt2-117m`, `tiny-cpu`, …) or an inline architecture.
+/// The model: a preset name (`gpt2-117m`, `tiny-cpu`, …), a preset with settings
+/// (`{preset: gpt2-117m, recompute: gelu}`; with `init_from`, the settings alone), or an inline
+/// architecture (which may set `recompute` too). `--set model.recompute=gelu` turns a preset
+/// name into the second form.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum ModelSpec {
     Preset(String),
+    Named(NamedModel),
     Inline(Gpt2Config),
+}
+
+/// A preset (or, with `init_from`, the source's architecture) and the model settings that are
+/// not its shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedModel {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<String>,
+    /// What the backward recomputes instead of keeping (`none`, `gelu`, `gelu_layernorm`).
+    #[serde(default)]
+    pub recompute: Recompute,
+}
+
+impl ModelSpec {
+    /// The `recompute` setting the spec gives (`none` for a bare preset name).
+    fn recompute(&self) -> Recompute {
+        match self {
+            ModelSpec::Preset(_) => Recompute::None,
+            ModelSpec::Named(n) => n.recompute,
+            ModelSpec::Inline(m) => m.recompute,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -330,7 +357,20 @@ impl TrainConfig {
         if !problems.is_empty() {
             return Err(bad(problems));
         }
-        serde_yaml::from_value(value).map_err(|e| bad(vec![e.to_string()]))
+        serde_yaml::from_value(value).map_err(|e| {
+            let e = e.to_string();
+            // serde's message for an untagged enum names no field; say what `model` may be.
+            bad(vec![if e.contains("untagged enum ModelSpec") {
+                format!(
+                    "model: expected a preset name (one of {}), a mapping {{preset: NAME, \
+                     recompute: none | gelu | gelu_layernorm}}, or an inline architecture \
+                     (n_layer, n_head, n_embd, block_size, optional recompute, ...): {e}",
+                    gpt2_model::PRESET_NAMES.join(", ")
+                )
+            } else {
+                e
+            }])
+        })
     }
 
     /// Validate everything and derive the plan; every problem is reported together.
@@ -346,6 +386,25 @@ impl TrainConfig {
                     None
                 }
             },
+            Some(ModelSpec::Named(NamedModel {
+                preset: Some(name), ..
+            })) => match Gpt2Config::from_name_or_path(name) {
+                Ok(m) => Some((m, name.clone())),
+                Err(e) => {
+                    p.push(format!("model: {e}"));
+                    None
+                }
+            },
+            Some(ModelSpec::Named(NamedModel { preset: None, .. })) => {
+                if self.init_from.is_none() {
+                    p.push(
+                        "model: a mapping without `preset` needs init_from (the weights' own \
+                         architecture); name a preset or give the architecture inline"
+                            .into(),
+                    );
+                }
+                None
+            }
             Some(ModelSpec::Inline(m)) => match m.validate() {
                 Ok(()) => Some((m.clone(), "the inline architecture".to_string())),
                 Err(e) => {
@@ -554,6 +613,10 @@ impl TrainConfig {
         model.compute_dtype = self.precision;
         model.lm_head_chunk_rows = self.device.lm_head_chunk_rows.unwrap_or(0);
         model.flash_attention = self.device.flash_attention;
+        model.recompute = self
+            .model
+            .as_ref()
+            .map_or(Recompute::None, ModelSpec::recompute);
         let flops_per_token = model.flops_per_token(b.seq_len);
         Ok(TrainPlan {
             num_params: model.num_params(),
@@ -581,12 +644,17 @@ impl TrainPlan {
             (
                 "model".into(),
                 format!(
-                    "{} layers, {} heads, {} wide, context {} ({:.2}M params)",
+                    "{} layers, {} heads, {} wide, context {} ({:.2}M params), recompute {}",
                     self.model.n_layer,
                     self.model.n_head,
                     self.model.n_embd,
                     self.model.block_size,
-                    self.num_params as f64 / 1e6
+                    self.num_params as f64 / 1e6,
+                    match self.model.recompute {
+                        Recompute::None => "none",
+                        Recompute::Gelu => "gelu",
+                        Recompute::GeluLayernorm => "gelu_layernorm",
+                    }
                 ),
             ),
             ("data".into(), c.data.shards.display().to_string()),
@@ -670,8 +738,19 @@ fn apply_override(root: &mut serde_yaml::Value, kv: &str) -> std::result::Result
         .ok_or_else(|| format!("--set {kv}: expected key=value"))?;
     let value: serde_yaml::Value =
         serde_yaml::from_str(raw).map_err(|e| format!("--set {kv}: {e}"))?;
-    let mut node = root;
     let parts: Vec<&str> = key.split('.').collect();
+    // `model.<setting>` on `model: <preset>`: the preset becomes `{preset: <preset>}`.
+    if parts.len() > 1 && parts[0] == "model" {
+        if let Some(map) = root.as_mapping_mut() {
+            let k = serde_yaml::Value::String("model".into());
+            if let Some(serde_yaml::Value::String(name)) = map.get(&k).cloned() {
+                let mut named = serde_yaml::Mapping::new();
+                named.insert("preset".into(), serde_yaml::Value::String(name));
+                map.insert(k, serde_yaml::Value::Mapping(named));
+            }
+        }
+    }
+    let mut node = root;
     for (i, part) in parts.iter().enumerate() {
         let map = node
             .as_mapping_mut()
@@ -721,6 +800,62 @@ mod tests {
         .unwrap();
         assert_eq!((c.optimizer.lr, c.seed, c.batch.micro_batch), (0.5, 7, 4));
         assert_eq!(c.optimizer.beta2, 0.95);
+    }
+
+    #[test]
+    fn model_recompute_on_a_preset_inline_or_with_init_from() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.yaml");
+        std::fs::write(&p, yaml("")).unwrap();
+        let named = |recompute| {
+            Some(ModelSpec::Named(NamedModel {
+                preset: Some("tiny".into()),
+                recompute,
+            }))
+        };
+        // `--set model.recompute=…` turns `model: tiny` into `{preset: tiny, recompute: …}`.
+        let c = TrainConfig::from_yaml_file(&p, &["model.recompute=gelu".into()]).unwrap();
+        assert_eq!(c.model, named(Recompute::Gelu));
+        std::fs::write(
+            &p,
+            yaml("").replace(
+                "model: tiny",
+                "model: {preset: tiny, recompute: gelu_layernorm}",
+            ),
+        )
+        .unwrap();
+        let c = TrainConfig::from_yaml_file(&p, &[]).unwrap();
+        assert_eq!(c.model, named(Recompute::GeluLayernorm));
+        assert_eq!(
+            c.model.as_ref().unwrap().recompute(),
+            Recompute::GeluLayernorm
+        );
+        // Inline architectures carry it as a field.
+        let inline = "model: {n_layer: 2, n_head: 2, n_embd: 64, block_size: 64, recompute: gelu}";
+        std::fs::write(&p, yaml("").replace("model: tiny", inline)).unwrap();
+        let c = TrainConfig::from_yaml_file(&p, &[]).unwrap();
+        assert_eq!(c.model.as_ref().unwrap().recompute(), Recompute::Gelu);
+        // A wrong value says what `model` may be.
+        std::fs::write(&p, yaml("")).unwrap();
+        let e = TrainConfig::from_yaml_file(&p, &["model.recompute=sometimes".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("recompute: none | gelu | gelu_layernorm"), "{e}");
+        // Settings without a preset need init_from.
+        std::fs::write(
+            &p,
+            yaml("").replace("model: tiny", "model: {recompute: gelu}"),
+        )
+        .unwrap();
+        let e = TrainConfig::from_yaml_file(&p, &[])
+            .unwrap()
+            .plan(&p)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("a mapping without `preset` needs init_from"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -23,7 +23,7 @@
 //!
 //! `experiments/RESULTS.md` sets it beside the measured peak (`mem_peak_mb`).
 
-use gpt2_model::DeviceMemory;
+use gpt2_model::{DeviceMemory, Recompute};
 use serde::Serialize;
 
 use crate::config::TrainPlan;
@@ -47,6 +47,14 @@ impl Kept {
         }
     }
 
+    /// Nothing kept when `recomputed` (the entry is then dropped from the list).
+    fn unless(mut self, recomputed: bool) -> Self {
+        if recomputed {
+            self.values = 0;
+        }
+        self
+    }
+
     /// Bytes per token.
     pub fn per_token(&self) -> u64 {
         self.values * self.bytes
@@ -54,7 +62,7 @@ impl Kept {
 }
 
 /// What one transformer layer keeps per token for the backward, as the model code keeps it on
-/// the plan's backend, in its compute dtype, with its attention and dropout.
+/// the plan's backend, in its compute dtype, with its attention, dropout and `recompute`.
 pub fn kept_per_layer(plan: &TrainPlan) -> Vec<Kept> {
     let m = &plan.model;
     let (c, nh, t) = (
@@ -64,6 +72,11 @@ pub fn kept_per_layer(plan: &TrainPlan) -> Vec<Kept> {
     );
     let flex = plan.config.device.kind == "flex";
     let half = m.compute_dtype.cast_dtype().is_some();
+    let (keep_ln, keep_gelu) = match m.recompute {
+        Recompute::None => (true, true),
+        Recompute::Gelu => (true, false),
+        Recompute::GeluLayernorm => (false, false),
+    };
     // The matmuls' inputs: half-precision copies (`linear_at` casts), else the f32 tensors.
     let (mm, mm_name) = if half { (2, "half") } else { (4, "f32") };
     let mut kept = vec![
@@ -73,7 +86,7 @@ pub fn kept_per_layer(plan: &TrainPlan) -> Vec<Kept> {
             mm,
         ),
         Kept::new("ln_1 statistics: mean, 1/σ (f32)", 2, 4),
-        Kept::new(format!("ln_1 output: c_attn's input ({mm_name})"), c, mm),
+        Kept::new(format!("ln_1 output: c_attn's input ({mm_name})"), c, mm).unless(!keep_ln),
         Kept::new(
             format!("q, k, v: the attention's inputs ({mm_name})"),
             3 * c,
@@ -109,14 +122,16 @@ pub fn kept_per_layer(plan: &TrainPlan) -> Vec<Kept> {
             mm,
         ),
         Kept::new("ln_2 statistics: mean, 1/σ (f32)", 2, 4),
-        Kept::new(format!("ln_2 output: c_fc's input ({mm_name})"), c, mm),
+        Kept::new(format!("ln_2 output: c_fc's input ({mm_name})"), c, mm).unless(!keep_ln),
         Kept::new(format!("c_fc output: GELU's input ({mm_name})"), 4 * c, mm),
         Kept::new(
             format!("GELU output: mlp.c_proj's input ({mm_name})"),
             4 * c,
             mm,
-        ),
+        )
+        .unless(!keep_gelu),
     ]);
+    kept.retain(|k| k.values > 0);
     if m.dropout > 0.0 {
         kept.push(Kept::new(
             "dropout masks after c_proj and mlp.c_proj (f32)",
@@ -149,14 +164,15 @@ pub fn kept_outside_layers(plan: &TrainPlan) -> Vec<Kept> {
 }
 
 /// What the step keeps that does not grow with the tokens, in bytes: the LM head's `dwte`
-/// `[V, C]` in the head's dtype and, with half-precision matmuls, each layer's four weight
-/// matrices cast for them (`12·C²` values).
+/// `[V, C]` in the head's dtype and, with half-precision matmuls, each layer's `attn.c_proj`
+/// weight cast for its matmul (`C²` values; the fused LayerNorm/GELU + linear ops keep the f32
+/// parameters and cast them again in the backward).
 fn kept_constant(plan: &TrainPlan) -> u64 {
     let m = &plan.model;
     let (l, c, v) = (m.n_layer as u64, m.n_embd as u64, m.vocab_size as u64);
     match m.compute_dtype.cast_dtype() {
         None => v * c * 4,
-        Some(_) => v * c * 2 + l * 12 * c * c * 2,
+        Some(_) => v * c * 2 + l * c * c * 2,
     }
 }
 
