@@ -59,15 +59,6 @@ impl ComputeDtype {
     }
 }
 
-/// `x·W + b` at `dtype` (weights and input cast, result cast back to f32); plain f32 when `None`.
-fn linear_at<const D: usize>(layer: &Linear, x: Tensor<D>, dtype: Option<FloatDType>) -> Tensor<D> {
-    let y = linear_in(layer, x, dtype);
-    match dtype {
-        None => y,
-        Some(_) => y.cast(FloatDType::F32),
-    }
-}
-
 /// `x·W + b` at `dtype`, the result left in `dtype` (a no-op cast where `x` already is).
 fn linear_in<const D: usize>(layer: &Linear, x: Tensor<D>, dtype: Option<FloatDType>) -> Tensor<D> {
     match dtype {
@@ -239,12 +230,12 @@ impl CausalSelfAttention {
             };
             attention(q, k, v, None, None, options)
         };
-        let y = match dt {
-            None => y,
-            Some(_) => y.cast(FloatDType::F32),
-        }; // (B, nh, T, hd)
-        let y = y.swap_dims(1, 2).reshape([b, t, c]); // (B, T, C): heads side by side
-        self.resid_dropout.forward(linear_at(&self.c_proj, y, dt))
+        // (B, nh, T, hd) → (B, T, C), heads side by side, still in the compute dtype: our
+        // attention writes O as [B, T, nh, hd], so this is a view, and c_proj keeps the tensor
+        // the attention's backward keeps as O instead of a copy.
+        let y = y.swap_dims(1, 2).reshape([b, t, c]);
+        self.resid_dropout
+            .forward(linear_in(&self.c_proj, y, dt).cast(FloatDType::F32))
     }
 }
 

@@ -106,9 +106,10 @@ pub fn kept_per_layer(plan: &TrainPlan) -> Vec<Kept> {
         ));
     }
     kept.push(Kept::new(format!("attention output O ({mm_name})"), c, mm));
-    // flex's f32 attention writes O as [B, T, nh, hd]: the swap back to [B, T, C] is a view and
-    // c_proj keeps the same tensor. Elsewhere O is [B, nh, T, hd] and c_proj's input a copy.
-    if !(flash && flex && !half) {
+    // Our attention kernels (flex f32, Cube flash) write O as [B, T, nh, hd]: the swap back to
+    // [B, T, C] is a view and c_proj keeps the same tensor. The composed form's O is
+    // [B, nh, T, hd] and c_proj's input a copy.
+    if !flash {
         kept.push(Kept::new(
             format!("c_proj's input: O as [B, T, C], a copy ({mm_name})"),
             c,

@@ -23,9 +23,9 @@
 //! unrolled (it is known when the kernel is compiled) and only the loops over key and query
 //! blocks iterate: about `2T` iterations per unit at context `T`.
 
+use burn::backend::ops::FloatTensorOps;
 use burn::tensor::{DType, Shape};
 use burn_cubecl::cubecl;
-use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_contiguous_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::*;
@@ -207,9 +207,12 @@ pub(super) fn flash_forward_kernel<F: Float>(
     if live {
         let row = bh * t_len + i;
         let inv = 1.0f32 / l;
+        // Through `o`'s strides: the caller lays it out [B, T, nh, hd] (see `forward`).
+        let base = b * o.stride(0) + h * o.stride(1) + i * o.stride(2);
+        let o_stride = o.stride(3);
         #[unroll]
         for d in 0..hd {
-            o[row * hd + d] = F::cast_from(acc[d] * inv);
+            o[base + d * o_stride] = F::cast_from(acc[d] * inv);
         }
         lse[row] = m + l.ln();
     }
@@ -236,10 +239,12 @@ pub(super) fn flash_delta_kernel<F: Float>(
     let b = bh / nh;
     let h = bh % nh;
     let base = b * d_o.stride(0) + h * d_o.stride(1) + i * d_o.stride(2);
+    let o_base = b * o.stride(0) + h * o.stride(1) + i * o.stride(2);
     let mut delta = 0.0f32.runtime();
     #[unroll]
     for d in 0..hd {
-        delta += f32::cast_from(d_o[base + d * d_o.stride(3)]) * f32::cast_from(o[row * hd + d]);
+        delta += f32::cast_from(d_o[base + d * d_o.stride(3)])
+            * f32::cast_from(o[o_base + d * o.stride(3)]);
     }
     stats[2 * row] = lse[row];
     stats[2 * row + 1] = delta;
@@ -446,9 +451,12 @@ fn block_for(t: &CubeTensor, hd: usize, kernel: Kernel, cap: Option<usize>) -> u
     })
 }
 
-/// Causal attention forward: returns `O` `[B, nh, T, hd]` (contiguous, the inputs' dtype) and the
-/// state the backward needs. `q`, `k`, `v` may have any strides. `shared_cap` bounds the shared
-/// memory per cube below the adapter's own limit (tests use it to check small devices).
+/// Causal attention forward: returns `O` `[B, nh, T, hd]` (the inputs' dtype) and the state the
+/// backward needs. `O` is laid out `[B, T, nh, hd]` and returned as that buffer's `[B, nh, T, hd]`
+/// view, so the model's swap back to `[B, T, C]` for `c_proj` is free and `c_proj` keeps the very
+/// tensor the backward keeps as `O` (llm.c's `atty`), not a copy. `q`, `k`, `v` may have any
+/// strides. `shared_cap` bounds the shared memory per cube below the adapter's own limit (tests
+/// use it to check small devices).
 pub fn forward(
     q: CubeTensor,
     k: CubeTensor,
@@ -463,9 +471,10 @@ pub fn forward(
     let o = empty_device_contiguous_dtype(
         client.clone(),
         q.device.clone(),
-        Shape::new([b, nh, t, hd]),
+        Shape::new([b, t, nh, hd]),
         dtype,
     );
+    let o = <burn::backend::Cube as FloatTensorOps<burn::backend::Cube>>::float_swap_dims(o, 1, 2);
     let lse = empty_device_contiguous_dtype(
         client.clone(),
         q.device.clone(),
@@ -532,7 +541,7 @@ pub fn backward(
         calculate_cube_count_elemwise(&client, rows, cube_dim),
         cube_dim,
         d_o.clone().into_tensor_arg(),
-        into_contiguous(o).into_tensor_arg(),
+        o.into_tensor_arg(),
         lse.into_tensor_arg(),
         stats.clone().into_tensor_arg(),
         hd,
