@@ -77,13 +77,31 @@ static ALLOC: CountingAlloc = CountingAlloc;
 
 /// mimalloc, counting the bytes of live allocations: flex's tensors live on the heap, so the
 /// count's change across a forward pass is what the backward keeps (`mem_activations_mb`,
-/// gpt2-model `device::bytes_in_use`). One relaxed atomic add per allocation.
+/// gpt2-model `device::bytes_in_use`), and their most at once (`mem_peak_mb`). Two relaxed
+/// atomics per allocation.
 struct CountingAlloc;
 
 static LIVE_BYTES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// The most `LIVE_BYTES` at once since the last `reset_peak_bytes` (`mem_peak_mb` on flex).
+static PEAK_BYTES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn live_bytes() -> u64 {
     LIVE_BYTES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn peak_bytes() -> u64 {
+    PEAK_BYTES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn reset_peak_bytes() {
+    PEAK_BYTES.store(live_bytes(), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Counts `size` more live bytes and raises the peak to the new total.
+fn count_alloc(size: usize) {
+    let live =
+        LIVE_BYTES.fetch_add(size as u64, std::sync::atomic::Ordering::Relaxed) + size as u64;
+    PEAK_BYTES.fetch_max(live, std::sync::atomic::Ordering::Relaxed);
 }
 
 // SAFETY: every call goes to mimalloc with the same arguments; the counter only observes.
@@ -91,7 +109,7 @@ unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
         let p = unsafe { mimalloc::MiMalloc.alloc(layout) };
         if !p.is_null() {
-            LIVE_BYTES.fetch_add(layout.size() as u64, std::sync::atomic::Ordering::Relaxed);
+            count_alloc(layout.size());
         }
         p
     }
@@ -99,7 +117,7 @@ unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
     unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
         let p = unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) };
         if !p.is_null() {
-            LIVE_BYTES.fetch_add(layout.size() as u64, std::sync::atomic::Ordering::Relaxed);
+            count_alloc(layout.size());
         }
         p
     }
@@ -112,7 +130,7 @@ unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
     unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
         let p = unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) };
         if !p.is_null() {
-            LIVE_BYTES.fetch_add(new_size as u64, std::sync::atomic::Ordering::Relaxed);
+            count_alloc(new_size);
             LIVE_BYTES.fetch_sub(layout.size() as u64, std::sync::atomic::Ordering::Relaxed);
         }
         p
@@ -129,7 +147,11 @@ fn keep_freed_memory() {
 
 fn main() -> ExitCode {
     keep_freed_memory();
-    gpt2_model::device::set_host_bytes_in_use(live_bytes);
+    gpt2_model::device::set_host_counters(gpt2_model::device::HostCounters {
+        live: live_bytes,
+        peak: peak_bytes,
+        reset_peak: reset_peak_bytes,
+    });
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Urls(a) => urls::run(a),

@@ -272,16 +272,30 @@ fn activations_by_micro_batch(
                 String::from_utf8_lossy(&out.stderr)
             );
             let text = std::fs::read_to_string(dir.join(&name).join("metrics.jsonl")).unwrap();
-            let last: Vec<f64> = text
+            let rows: Vec<serde_json::Value> = text
                 .lines()
                 .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
                 .filter(|v| v["kind"] == "train")
+                .collect();
+            let last: Vec<f64> = rows
+                .iter()
                 .map(|v| {
                     v["mem_activations_mb"]
                         .as_f64()
                         .expect("every train row has it")
                 })
                 .collect();
+            // The step's peak holds at least what the forward kept; on flex it is the counting
+            // allocator's live-bytes peak.
+            for (v, kept) in rows.iter().zip(&last) {
+                let kind = if device.contains("flex") {
+                    "heap"
+                } else {
+                    "device"
+                };
+                assert_eq!(v["mem_peak_kind"], kind, "{v}");
+                assert!(v["mem_peak_mb"].as_f64().unwrap() > *kept, "{v}");
+            }
             assert_eq!(last.len(), 2);
             // Step 1's forward measures what step 2's does (the first step also makes a few
             // lazily built tables: 15 KB of 13.5 MB measured on flex; per-thread matmul buffers

@@ -112,9 +112,13 @@ pub enum PeakSource {
     /// The GPU runtime's memory pools: the most memory they held at once (their high-water marks),
     /// since the process started.
     DevicePools,
-    /// The process's peak resident set (`VmHWM`), on flex: everything the process holds, the
-    /// model included, since the last [`reset_peak_memory`].
+    /// The process's peak resident set (`VmHWM`), on flex without a counting allocator:
+    /// everything the process holds, the model included, since the last [`reset_peak_memory`].
     ProcessRss,
+    /// The most live heap bytes at once since the last [`reset_peak_memory`], on flex where the
+    /// binary counts them ([`set_host_counters`]): what the tensors held, without the
+    /// allocator's retained free pages or the program itself.
+    Heap,
 }
 
 /// The peak memory so far on `device`, in bytes, and what it measures.
@@ -125,16 +129,29 @@ pub fn peak_memory_bytes(device: &Device) -> Option<(u64, PeakSource)> {
         return Some((pools_peak_bytes(&client, scope), PeakSource::DevicePools));
     }
     let _ = device;
+    if let Some(host) = HOST_COUNTERS.get() {
+        return Some(((host.peak)(), PeakSource::Heap));
+    }
     process_peak_rss().map(|b| (b, PeakSource::ProcessRss))
 }
 
-/// The live heap bytes of the process, where its binary installed a counting allocator (the
-/// `gpt2` binary does: gpt2-cli's `main.rs`); what flex's tensors hold is heap memory.
-static HOST_BYTES_IN_USE: std::sync::OnceLock<fn() -> u64> = std::sync::OnceLock::new();
+/// The heap counters of a binary with a counting allocator (the `gpt2` binary has one: gpt2-cli's
+/// `main.rs`); what flex's tensors hold is heap memory.
+#[derive(Debug, Clone, Copy)]
+pub struct HostCounters {
+    /// The live heap bytes now.
+    pub live: fn() -> u64,
+    /// The most live heap bytes at once since the last `reset_peak`.
+    pub peak: fn() -> u64,
+    /// Starts a new peak window at the live bytes now.
+    pub reset_peak: fn(),
+}
 
-/// Registers the process's live-heap-bytes counter (once; later calls are ignored).
-pub fn set_host_bytes_in_use(counter: fn() -> u64) {
-    let _ = HOST_BYTES_IN_USE.set(counter);
+static HOST_COUNTERS: std::sync::OnceLock<HostCounters> = std::sync::OnceLock::new();
+
+/// Registers the process's heap counters (once; later calls are ignored).
+pub fn set_host_counters(counters: HostCounters) {
+    let _ = HOST_COUNTERS.set(counters);
 }
 
 /// Makes, on every rayon thread and the calling one, the scratch buffer gemm keeps per thread
@@ -152,7 +169,7 @@ pub fn make_host_scratch() {
 
 /// The bytes allocated on `device` now, to the byte: on CUDA/wgpu the live allocations in the
 /// memory pools (CubeCL's `bytes_in_use`: no padding, no free pages), on flex the live heap bytes
-/// where a counting allocator is registered ([`set_host_bytes_in_use`]), else `None`. The
+/// where a counting allocator is registered ([`set_host_counters`]), else `None`. The
 /// difference across a forward pass is what the backward keeps (`mem_activations_mb`); unlike
 /// [`peak_memory_bytes`] it does not move in steps of a pool page.
 pub fn bytes_in_use(device: &Device) -> Option<u64> {
@@ -163,7 +180,7 @@ pub fn bytes_in_use(device: &Device) -> Option<u64> {
         return Some(pools(&report).map(|p| p.usage.bytes_in_use).sum());
     }
     let _ = device;
-    HOST_BYTES_IN_USE.get().map(|count| count())
+    HOST_COUNTERS.get().map(|host| (host.live)())
 }
 
 /// Every memory pool of a report: each stream's and its auxiliary streams', dynamic,
@@ -262,15 +279,19 @@ fn process_peak_rss() -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// Starts a new peak-memory window where that is possible: on flex, resets the process's
-/// `VmHWM` (Linux `clear_refs`), so the next [`peak_memory_bytes`] is the peak since now. The GPU
-/// pools' high-water marks cannot be reset; theirs stays the peak since the process started.
+/// Starts a new peak-memory window where that is possible: on flex, the heap counters' peak
+/// and the process's `VmHWM` (Linux `clear_refs`), so the next [`peak_memory_bytes`] is the peak
+/// since now. The GPU pools' high-water marks cannot be reset; theirs stays the peak since the
+/// process started.
 pub fn reset_peak_memory(device: &Device) {
     #[cfg(any(feature = "cuda", feature = "wgpu"))]
     if cube_client(device).is_some() {
         return;
     }
     let _ = device;
+    if let Some(host) = HOST_COUNTERS.get() {
+        (host.reset_peak)();
+    }
     // "5" resets the peak resident set size (Documentation/filesystems/proc.rst). Failure (no
     // /proc, a kernel without it) only means the figure stays the peak since the start.
     let _ = std::fs::write("/proc/self/clear_refs", "5");

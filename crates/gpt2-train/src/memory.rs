@@ -12,9 +12,10 @@
 //!   it ([`kept_per_layer`], [`kept_outside_layers`]); measured to within 1% by
 //!   `mem_activations_mb` (experiments/RESULTS.md part 10, `crates/gpt2-cli/tests/train_cli.rs`).
 //!   Per layer and token, f32: `ln_1`'s input and output (C each), q, k, v (3C, views of
-//!   `c_attn`'s output), the attention's output (C; on the Cube backends also `c_proj`'s copy of
-//!   it, C), `ln_2`'s input and output (C each), GELU's input and output (4C each): 16 C
-//!   (17 on CUDA/wgpu), plus LayerNorm statistics and the attention's row log-sum-exp. With
+//!   `c_attn`'s output), the attention's output (C, also `c_proj`'s input; the composed
+//!   attention keeps a copy for `c_proj`, C more), `ln_2`'s input and output (C each), GELU's
+//!   input and output (4C each): 16 C, plus LayerNorm statistics and the attention's row
+//!   log-sum-exp; `model.recompute` drops GELU's output and the LayerNorms' outputs. With
 //!   bf16/f16 matmuls all of these are kept in half precision (the LayerNorms' inputs rounded
 //!   for the backward), the statistics in f32. Outside the layers: `ln_f`'s input, the LM
 //!   head's `dh` `[N, C]` and `dwte` `[V, C]` (the chunked head computes them in the forward);

@@ -39,8 +39,9 @@ pub struct Record {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mem_peak_mb: Option<f64>,
     /// What `mem_peak_mb` measures: `"device"` (CUDA/wgpu: the most memory the device's pools
-    /// held at once, since the run started) or `"rss"` (flex: the process's peak resident set
-    /// during the step, the model and everything else in the process included).
+    /// held at once, since the run started), `"heap"` (flex in the `gpt2` binary: the most live
+    /// heap bytes at once during the step, the model and optimizer state included) or `"rss"`
+    /// (flex elsewhere: the process's peak resident set during the step).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mem_peak_kind: Option<String>,
     /// What the backward keeps, in MB (10⁶ bytes): the bytes the last micro-batch's forward left

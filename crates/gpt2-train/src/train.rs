@@ -480,7 +480,8 @@ pub fn memory_rows(plan: TrainPlan) -> Result<Vec<(String, String)>> {
 }
 
 /// The step's peak memory in MB over the devices (the largest), and what it measures:
-/// `"device"` (the GPU pools' high-water mark) or `"rss"` (flex: the process's peak resident
+/// `"device"` (the GPU pools' high-water mark), `"heap"` (flex in the `gpt2` binary: the most
+/// live heap bytes since the step began) or `"rss"` (flex elsewhere: the process's peak resident
 /// set since the step began).
 fn peak_memory(devices: &[Device]) -> Option<(f64, &'static str)> {
     devices
@@ -490,6 +491,7 @@ fn peak_memory(devices: &[Device]) -> Option<(f64, &'static str)> {
             let kind = match source {
                 gpt2_model::device::PeakSource::DevicePools => "device",
                 gpt2_model::device::PeakSource::ProcessRss => "rss",
+                gpt2_model::device::PeakSource::Heap => "heap",
             };
             (bytes as f64 / 1e6, kind)
         })
