@@ -13,8 +13,9 @@
 //! kernels from the same kept values), so on f32 the gradients are the same to the bit.
 //!
 //! The linear layer itself (`W` `[in, out]`, Burn's and HF's Conv1D layout): forward
-//! `y = x·W + b` in the compute dtype; backward `dx = dy·Wᵀ`, `dW = xᵀ·dy` and `db = Σ dy` in
-//! f32.
+//! `y = x·W + b` in the compute dtype; backward `dx = dy·Wᵀ` and `dW = xᵀ·dy` as matmuls in the
+//! compute dtype (as Burn's linear computes them), `dW` handed back in f32, and `db = Σ dy`
+//! summed in f32.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::grads::Gradients;
