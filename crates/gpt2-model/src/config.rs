@@ -98,6 +98,17 @@ pub enum Recompute {
     GeluLayernorm,
 }
 
+impl std::fmt::Display for Recompute {
+    /// The name the configuration uses (`none`, `gelu`, `gelu_layernorm`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Recompute::None => "none",
+            Recompute::Gelu => "gelu",
+            Recompute::GeluLayernorm => "gelu_layernorm",
+        })
+    }
+}
+
 fn default_true() -> bool {
     true
 }
@@ -299,6 +310,14 @@ mod tests {
             7_242_624
         );
         assert_eq!(Gpt2Config::preset("tiny").unwrap().num_params(), 3_320_640);
+    }
+
+    #[test]
+    fn recompute_displays_the_name_the_config_reads() {
+        for mode in [Recompute::None, Recompute::Gelu, Recompute::GeluLayernorm] {
+            let parsed: Recompute = serde_yaml::from_str(&mode.to_string()).unwrap();
+            assert_eq!(parsed, mode);
+        }
     }
 
     #[test]

@@ -17,8 +17,8 @@
 //! gives the same model on every backend.
 //!
 //! **Precision**: parameters are f32. With `compute_dtype` bf16/f16 the weights and activations
-//! are cast around every matmul and the attention op, and cast back to f32 afterwards; the
-//! residual stream, LayerNorm and the softmax of the loss stay f32. GELU takes `c_fc`'s output
+//! are cast for every matmul and the attention op, and cast back to f32 where they rejoin the
+//! residual stream; the residual stream, LayerNorm and the softmax of the loss stay f32. GELU takes `c_fc`'s output
 //! in the compute dtype and computes in f32 (the same values as casting first). What the backward
 //! keeps is in the compute dtype, as llm.c keeps it: the matmuls' inputs, GELU's, and the
 //! LayerNorms' inputs (the residual stream, rounded for the backward only); LayerNorm statistics

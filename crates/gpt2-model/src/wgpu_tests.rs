@@ -178,27 +178,30 @@ impl ModuleVisitor for Grads<'_> {
     }
 }
 
+/// One forward and backward of `config` (seed 5, `[2, 48]` tokens) on `device`: the loss and
+/// every parameter's gradient, by name.
+fn loss_and_gradients(config: &Gpt2Config, device: &Device) -> (Vec<f32>, Vec<(String, Vec<f32>)>) {
+    let model = Gpt2::new(config, device, 5).expect("model");
+    let (x, y) = (ids([2, 48], 50257, device), ids([2, 48], 50221, device));
+    let loss = model.forward_loss(x, y);
+    let grads = loss.backward();
+    let mut v = Grads {
+        grads: &grads,
+        out: Vec::new(),
+        path: Vec::new(),
+    };
+    model.visit(&mut v);
+    (values(loss), v.out)
+}
+
 #[test]
 fn tiny_model_gradients_on_wgpu_equal_flex() {
     let Some(wgpu) = wgpu_or_skip("tiny_model_gradients") else {
         return;
     };
     let config = Gpt2Config::preset("tiny").expect("preset");
-    let run = |device: &Device| {
-        let model = Gpt2::new(&config, device, 5).expect("model");
-        let (x, y) = (ids([2, 48], 50257, device), ids([2, 48], 50221, device));
-        let loss = model.forward_loss(x, y);
-        let grads = loss.backward();
-        let mut v = Grads {
-            grads: &grads,
-            out: Vec::new(),
-            path: Vec::new(),
-        };
-        model.visit(&mut v);
-        (values(loss), v.out)
-    };
-    let (flex_loss, flex) = run(&Device::flex().autodiff());
-    let (wgpu_loss, on_wgpu) = run(&wgpu.autodiff());
+    let (flex_loss, flex) = loss_and_gradients(&config, &Device::flex().autodiff());
+    let (wgpu_loss, on_wgpu) = loss_and_gradients(&config, &wgpu.autodiff());
     assert_close("loss", &wgpu_loss, &flex_loss);
     assert_eq!(flex.len(), 2 + 12 * config.n_layer + 2);
     for ((name, a), (_, b)) in on_wgpu.iter().zip(&flex) {
@@ -228,17 +231,7 @@ fn recompute_modes_on_wgpu_give_the_same_gradients() {
             recompute,
             ..Gpt2Config::preset("tiny").expect("preset")
         };
-        let model = Gpt2::new(&config, &device, 5).expect("model");
-        let (x, y) = (ids([2, 48], 50257, &device), ids([2, 48], 50221, &device));
-        let loss = model.forward_loss(x, y);
-        let grads = loss.backward();
-        let mut v = Grads {
-            grads: &grads,
-            out: Vec::new(),
-            path: Vec::new(),
-        };
-        model.visit(&mut v);
-        (values(loss), v.out)
+        loss_and_gradients(&config, &device)
     };
     for dtype in [ComputeDtype::F32, ComputeDtype::F16] {
         let (loss, reference) = run(dtype, Recompute::None);

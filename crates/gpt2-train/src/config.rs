@@ -650,11 +650,7 @@ impl TrainPlan {
                     self.model.n_embd,
                     self.model.block_size,
                     self.num_params as f64 / 1e6,
-                    match self.model.recompute {
-                        Recompute::None => "none",
-                        Recompute::Gelu => "gelu",
-                        Recompute::GeluLayernorm => "gelu_layernorm",
-                    }
+                    self.model.recompute
                 ),
             ),
             ("data".into(), c.data.shards.display().to_string()),

@@ -62,6 +62,14 @@ impl Kept {
     }
 }
 
+/// Whether the step's attention is the composed form, which keeps the probabilities
+/// `[B, nh, T, T]`: with `flash_attention: false`, and on flex in half precision (flex's own
+/// attention kernel runs in f32 only).
+fn keeps_probabilities(plan: &TrainPlan) -> bool {
+    let half = plan.model.compute_dtype.cast_dtype().is_some();
+    !plan.model.flash_attention || (plan.config.device.kind == "flex" && half)
+}
+
 /// What one transformer layer keeps per token for the backward, as the model code keeps it on
 /// the plan's backend, in its compute dtype, with its attention, dropout and `recompute`.
 pub fn kept_per_layer(plan: &TrainPlan) -> Vec<Kept> {
@@ -71,7 +79,6 @@ pub fn kept_per_layer(plan: &TrainPlan) -> Vec<Kept> {
         m.n_head as u64,
         plan.config.batch.seq_len as u64,
     );
-    let flex = plan.config.device.kind == "flex";
     let half = m.compute_dtype.cast_dtype().is_some();
     let (keep_ln, keep_gelu) = match m.recompute {
         Recompute::None => (true, true),
@@ -94,9 +101,7 @@ pub fn kept_per_layer(plan: &TrainPlan) -> Vec<Kept> {
             mm,
         ),
     ];
-    // flex's own attention runs in f32 only; the composed form (and flex in half precision)
-    // keeps the probabilities.
-    let flash = m.flash_attention && !(flex && half);
+    let flash = !keeps_probabilities(plan);
     if flash {
         kept.push(Kept::new("attention row log-sum-exp (f32)", nh, 4));
     } else {
@@ -226,10 +231,10 @@ pub fn estimate(plan: &TrainPlan, chunk_rows: usize) -> MemoryEstimate {
     let activations = n * (l * per_layer + outside) + constant;
     let rows = chunk_rows.min(n as usize).max(1) as u64;
     let head = rows * v * if half { 6 } else { 4 };
-    let composed = if m.flash_attention {
-        0
-    } else {
+    let composed = if keeps_probabilities(plan) {
         2 * bsz * nh * t * t * 4
+    } else {
+        0
     };
     let (largest_temporary, largest_temporary_is) = if composed > head {
         (
