@@ -47,9 +47,16 @@ pub fn run(a: TrainArgs) -> Result<()> {
             Resume::Path(p) => Some(p.clone()),
         };
     }
-    crate::print_table("gpt2 train: plan", &plan.rows());
+    // Under a launcher every rank plans; rank 0 alone prints (the others print only errors).
+    let main = plan.world.is_main();
+    if main {
+        crate::print_table("gpt2 train: plan", &plan.rows());
+    }
     if a.dry_run {
-        crate::print_table("memory", &gpt2_train::train::memory_rows(plan)?);
+        let rows = gpt2_train::train::memory_rows(plan)?;
+        if main {
+            crate::print_table("memory", &rows);
+        }
         return Ok(());
     }
     let s = train(
@@ -59,6 +66,9 @@ pub fn run(a: TrainArgs) -> Result<()> {
             quiet: a.quiet,
         },
     )?;
+    if !main {
+        return Ok(());
+    }
     let loss = |v: Option<f64>| {
         v.filter(|v| v.is_finite())
             .map_or("-".into(), |v| format!("{v:.4}"))

@@ -296,6 +296,14 @@ pub struct TrainConfig {
     pub nan_policy: NanPolicy,
     #[serde(default)]
     pub logging: LoggingConfig,
+    /// Several processes (one per device) under mpirun, srun or torchrun: see `world.rs`.
+    /// Empty: taken from the launcher's variables, if any.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub distributed: crate::world::DistributedConfig,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 /// Where metrics go besides `metrics.jsonl` and `loss.svg` (always written).
@@ -317,7 +325,15 @@ fn ten() -> u64 {
 pub struct TrainPlan {
     pub config: TrainConfig,
     pub model: Gpt2Config,
+    /// Replicas in the whole run: processes × devices per process.
     pub world_size: usize,
+    /// This process's place among the processes (one process by default, and in plans saved
+    /// before multi-process runs existed).
+    #[serde(default)]
+    pub world: crate::world::Place,
+    /// The devices this process trains on (`device.ids` resolved for its local rank).
+    #[serde(default)]
+    pub process_device_ids: Vec<usize>,
     /// Micro-batches per optimizer step per device.
     pub grad_accum_steps: usize,
     pub tokens_per_step: u64,
@@ -461,7 +477,21 @@ impl TrainConfig {
                 ));
             }
         }
-        let world_size = self.device.ids.len().max(1);
+        let place = match crate::world::Place::from_env(&self.distributed, &self.device.kind) {
+            Ok(place) => place,
+            Err(problems) => {
+                p.extend(problems);
+                crate::world::Place::default()
+            }
+        };
+        p.extend(place.build_problem());
+        let process_device_ids = place
+            .device_ids(&self.device.kind, &self.device.ids)
+            .unwrap_or_else(|e| {
+                p.push(e);
+                vec![0]
+            });
+        let world_size = process_device_ids.len().max(1) * place.world_size;
         let ids = &self.device.ids;
         if let Some(dup) = ids
             .iter()
@@ -480,10 +510,18 @@ impl TrainConfig {
         {
             b.total_batch_tokens / per_micro
         } else {
-            p.push(format!(
-                "batch.total_batch_tokens {} must be a positive multiple of micro_batch × seq_len × devices = {per_micro}",
-                b.total_batch_tokens
-            ));
+            p.push(if place.world_size > 1 {
+                format!(
+                    "batch.total_batch_tokens {} must be a positive multiple of micro_batch × seq_len × world size = {per_micro} \
+                     (world size {} from {:?}): the world does not divide the batch",
+                    b.total_batch_tokens, place.world_size, place.launcher
+                )
+            } else {
+                format!(
+                    "batch.total_batch_tokens {} must be a positive multiple of micro_batch × seq_len × devices = {per_micro}",
+                    b.total_batch_tokens
+                )
+            });
             1
         };
         let o = &self.optimizer;
@@ -625,6 +663,8 @@ impl TrainConfig {
             flops_per_token,
             model,
             world_size,
+            world: place,
+            process_device_ids,
             grad_accum_steps,
             tokens_per_step,
             max_steps,
@@ -700,17 +740,25 @@ impl TrainPlan {
             ),
             (
                 "devices".into(),
-                format!(
-                    "{} × {} (ids {:?}), gradients averaged every step",
-                    self.world_size,
-                    c.device.kind,
-                    if c.device.ids.is_empty() {
-                        vec![0]
-                    } else {
-                        c.device.ids.clone()
-                    }
-                ),
+                if self.world.world_size > 1 {
+                    format!(
+                        "{} × {}, one per process (this one: ids {:?}), gradients averaged every step",
+                        self.world_size, c.device.kind, self.process_device_ids
+                    )
+                } else {
+                    format!(
+                        "{} × {} (ids {:?}), gradients averaged every step",
+                        self.world_size,
+                        c.device.kind,
+                        if c.device.ids.is_empty() {
+                            vec![0]
+                        } else {
+                            c.device.ids.clone()
+                        }
+                    )
+                },
             ),
+            ("world".into(), self.world.describe()),
             (
                 "FLOPs".into(),
                 format!(

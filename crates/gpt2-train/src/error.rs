@@ -40,6 +40,10 @@ pub enum TrainError {
         hint: String,
     },
 
+    /// A multi-process run that cannot start or continue (rendezvous, MPI, ranks disagreeing).
+    #[error("distributed run: {message}\nHINT: {hint}")]
+    Distributed { message: String, hint: String },
+
     /// An evaluation task's input file that does not hold what the task reads.
     #[error("{}{}: {message}", path.display(), line.map(|l| format!(", line {l}")).unwrap_or_default())]
     EvalData {

@@ -3,10 +3,13 @@
 //! global-norm clipping, gradient accumulation) with checkpoints that resume bit-exactly on CPU.
 //!
 //! Files in reading order: [`config`] (YAML → plan) → [`schedule`] → [`optim`] (AdamW, clipping)
-//! → [`checkpoint`] → [`metrics`] → [`device`] (flex, cuda, wgpu) → [`train`] (the loop) → [`eval`] (held-out NLL, perplexity,
-//! bits per byte) → [`infer`] (device and checkpoint resolution for eval, sample, export).
+//! → [`checkpoint`] → [`metrics`] → [`device`] (flex, cuda, wgpu) → [`parallel`] (replicas in
+//! one process) → [`world`], [`collective`], [`rendezvous`] (several processes) → [`train`] (the
+//! loop) → [`eval`] (held-out NLL, perplexity, bits per byte) → [`infer`] (device and checkpoint
+//! resolution for eval, sample, export).
 
 pub mod checkpoint;
+pub mod collective;
 pub mod config;
 pub mod device;
 pub mod error;
@@ -17,10 +20,12 @@ pub mod memory;
 pub mod metrics;
 pub mod optim;
 pub mod parallel;
+pub mod rendezvous;
 pub mod schedule;
 pub mod tasks;
 pub mod tensorboard;
 pub mod train;
+pub mod world;
 
 pub use config::{TrainConfig, TrainPlan};
 pub use error::{Result, TrainError};

@@ -151,6 +151,42 @@ impl GradMean {
     }
 }
 
+/// Replaces this process's gradient (already the mean of its own replicas) by the mean over
+/// the processes of `collective`: bucket by bucket, read to the host, summed by the engine,
+/// divided by the number of processes and written back to the bucket's device. With one replica
+/// per process this is the arithmetic of [`GradMean::Transfer`] (an f32 sum, then a division
+/// by N), so two processes produce the gradients two replicas in one process do.
+pub fn mean_over_processes(
+    collective: &crate::collective::Collective,
+    model: &Gpt2,
+    grads: &mut GradientsParams,
+    bucket_mb: f64,
+) {
+    if collective.world_size() == 1 {
+        return;
+    }
+    let bucket_elems = ((bucket_mb * 1e6 / 4.0) as usize).max(1);
+    let layout = Layout::of(model, bucket_elems);
+    let n = collective.world_size() as f32;
+    let reduced: Vec<Tensor<1>> = layout
+        .buckets(grads)
+        .into_iter()
+        .map(|b| {
+            let device = b.device();
+            let mut v = b
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .expect("gradients are f32");
+            collective.sum_f32(&mut v);
+            v.iter_mut().for_each(|x| *x /= n);
+            let len = v.len();
+            Tensor::from_data(burn::tensor::TensorData::new(v, [len]), &device)
+        })
+        .collect();
+    layout.unpack(&reduced, grads);
+}
+
 /// Where each parameter's gradient lies in the flattened concatenation of all of them (visit
 /// order), cut into buckets of `bucket_elems` values.
 struct Layout {

@@ -29,12 +29,13 @@ use gpt2_data::TokenLoader;
 use gpt2_model::Gpt2;
 
 use crate::checkpoint::{self, TrainState};
+use crate::collective::Collective;
 use crate::config::{NanPolicy, Precision, TrainPlan};
 use crate::error::{IoContext, Result, TrainError};
 use crate::eval::metric_metadata;
 use crate::metrics::{self, MetricsLog, Record};
 use crate::optim::{global_grad_norm, AdamW, AdamWParams};
-use crate::parallel::{on_each_rank, replicate, GradMean};
+use crate::parallel::{mean_over_processes, on_each_rank, replicate, GradMean};
 use crate::schedule::lr_at;
 
 /// Where to start from.
@@ -78,7 +79,10 @@ pub const PEAK_FLOPS_H200_BF16: f64 = 788e12;
 
 /// The plain devices of the run (one per rank), each checked for the run's precision.
 fn devices(plan: &TrainPlan) -> Result<Vec<Device>> {
-    let d = &plan.config.device;
+    let d = &crate::config::DeviceConfig {
+        ids: plan.process_device_ids.clone(),
+        ..plan.config.device.clone()
+    };
     let devices = crate::device::training_devices(d)?;
     // flex runs every dtype (half precision through conversions); GPU adapters may lack one.
     if let Some(dtype) = plan
@@ -233,11 +237,29 @@ struct StepStats {
 }
 
 /// Run (or continue) training according to `plan`.
+///
+/// In a multi-process run (`plan.world`, see `world.rs`) every process calls this; global rank
+/// 0 alone writes the run directory and prints, and a rank that fails prints its error and ends
+/// the whole job (`Collective::abort`) rather than leave its peers waiting in a collective.
 pub fn train(plan: TrainPlan, opts: &TrainOptions) -> Result<Summary> {
+    let collective = Collective::start(&plan.world)?;
+    let rank = plan.world.rank;
+    let result = run(plan, opts, &collective);
+    if let Err(e) = &result {
+        if collective.world_size() > 1 {
+            eprintln!("rank {rank}: error: {e}");
+            collective.abort(1);
+        }
+    }
+    result
+}
+
+fn run(plan: TrainPlan, opts: &TrainOptions, collective: &Collective) -> Result<Summary> {
     let cfg = plan.config.clone();
     let run_dir = cfg.run_dir.clone();
+    let main = plan.world.is_main();
     let say = |msg: String| {
-        if !opts.quiet {
+        if !opts.quiet && main {
             eprintln!("{msg}");
         }
     };
@@ -253,9 +275,11 @@ pub fn train(plan: TrainPlan, opts: &TrainOptions) -> Result<Summary> {
     }
     let (plan, notes) = fit_to_device(plan, &devices[0])?;
     notes.into_iter().for_each(&say);
-    std::fs::create_dir_all(&run_dir).at(&run_dir)?;
-    let plan_json = serde_json::to_vec_pretty(&plan).expect("plan serialises");
-    gpt2_data::io::write_atomic(&run_dir.join("plan.json"), &plan_json)?;
+    if main {
+        std::fs::create_dir_all(&run_dir).at(&run_dir)?;
+        let plan_json = serde_json::to_vec_pretty(&plan).expect("plan serialises");
+        gpt2_data::io::write_atomic(&run_dir.join("plan.json"), &plan_json)?;
+    }
 
     // GPU ranks feed their queues from threads of their own; flex replicas share the CPU.
     let parallel = cfg.device.kind != "flex";
@@ -271,7 +295,19 @@ pub fn train(plan: TrainPlan, opts: &TrainOptions) -> Result<Summary> {
     let start = start_dir(&run_dir, &opts.resume)?;
     let (mut ranks, mut state) = replicas(&plan, &devices, start.as_deref(), &say)?;
     let grad_mean = GradMean::new(&cfg.device.kind, &devices, cfg.device.bucket_mb);
-    if ranks.len() > 1 {
+    // Every process starts from the same weights (and, after a resume, the same checkpoint).
+    same_weights_everywhere(collective, ranks[0].model(), state.step)?;
+    if plan.world.world_size > 1 {
+        say(format!(
+            "data parallel: {} processes × {} {:?}, {} tokens/step in total, gradients: mean over the processes by {:?}, through the host, in {} MB buckets",
+            plan.world.world_size,
+            cfg.device.kind,
+            plan.process_device_ids,
+            plan.tokens_per_step,
+            plan.world.engine,
+            cfg.device.bucket_mb
+        ));
+    } else if ranks.len() > 1 {
         say(format!(
             "data parallel: {} ranks on {} {:?}, {} tokens/step in total, gradients: {}",
             ranks.len(),
@@ -287,12 +323,15 @@ pub fn train(plan: TrainPlan, opts: &TrainOptions) -> Result<Summary> {
         // ended rather than a step that never ran.
         return finished(&run_dir, &state, start);
     }
-    let mut log = MetricsLog::open(&run_dir, state.step, cfg.logging.tensorboard)?;
+    // Rank 0's alone: the other processes train the same weights and write nothing.
+    let mut log = main
+        .then(|| MetricsLog::open(&run_dir, state.step, cfg.logging.tensorboard))
+        .transpose()?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone()).at(&run_dir)?;
     }
-    let bar = progress_bar(&plan, state.step, opts.quiet);
+    let bar = progress_bar(&plan, state.step, opts.quiet || !main);
     let mut summary = Summary {
         step: state.step,
         last_train_loss: f64::NAN,
@@ -303,7 +342,7 @@ pub fn train(plan: TrainPlan, opts: &TrainOptions) -> Result<Summary> {
         already_finished: false,
     };
     // MFU against the peak of all devices together.
-    let peak = (cfg.device.kind == "cuda").then_some(PEAK_FLOPS_H200_BF16 * ranks.len() as f64);
+    let peak = (cfg.device.kind == "cuda").then_some(PEAK_FLOPS_H200_BF16 * plan.world_size as f64);
 
     // --- Steps. ------------------------------------------------------------------------------
     while state.step < plan.max_steps {
@@ -316,7 +355,9 @@ pub fn train(plan: TrainPlan, opts: &TrainOptions) -> Result<Summary> {
             norm,
             lr,
             activations,
-        } = step(&plan, &mut ranks, &grad_mean, parallel, &mut state)?;
+        } = step(
+            &plan, &mut ranks, &grad_mean, collective, parallel, &mut state,
+        )?;
         let activations_mb = activations.map(|b| b as f64 / 1e6);
         let mem = peak_memory(&devices);
         state.step += 1;
@@ -327,7 +368,10 @@ pub fn train(plan: TrainPlan, opts: &TrainOptions) -> Result<Summary> {
         let tok_s = plan.tokens_per_step as f64 / secs; // all ranks together
         let mfu = peak.map(|p| plan.flops_per_step as f64 / secs / p);
         let last = state.step == plan.max_steps;
-        if state.step % cfg.log_interval == 0 || state.step == 1 || last {
+        if let Some(log) = log
+            .as_mut()
+            .filter(|_| state.step % cfg.log_interval == 0 || state.step == 1 || last)
+        {
             log.append(&Record {
                 step: state.step,
                 kind: "train".into(),
@@ -364,11 +408,17 @@ pub fn train(plan: TrainPlan, opts: &TrainOptions) -> Result<Summary> {
         }
         let eval_now = last || (cfg.eval.interval > 0 && state.step % cfg.eval.interval == 0);
         if eval_now {
-            if let Some(v) = validate(&plan, &mut ranks, parallel)? {
+            if let Some(v) = validate(&plan, &mut ranks, collective, parallel)? {
                 summary.last_val_loss = Some(v);
-                log.append(&Record::loss(state.step, "val", v, state.tokens_seen))?;
+                if let Some(log) = log.as_mut() {
+                    log.append(&Record::loss(state.step, "val", v, state.tokens_seen))?;
+                }
                 say(format!("step {:>6} | val loss {v:.4}", state.step));
             }
+        }
+        // Zero-shot tasks and the plot: rank 0's model and files (the others go on to the next
+        // step and wait for it there).
+        if let Some(log) = log.as_mut().filter(|_| eval_now) {
             for row in eval_tasks(&plan, ranks[0].model(), state.step, state.tokens_seen)? {
                 let shown: Vec<String> = row
                     .scores
@@ -385,16 +435,23 @@ pub fn train(plan: TrainPlan, opts: &TrainOptions) -> Result<Summary> {
             }
             metrics::plot(&metrics::read(log.path())?, &run_dir.join("loss.svg"))?;
         }
-        let interrupted = stop.load(Ordering::Relaxed);
+        // A signal reaches the processes at different steps; they stop together at the first
+        // step any of them saw it.
+        let interrupted = agreed_any(collective, stop.load(Ordering::Relaxed));
         if (last && cfg.checkpoint.at_end)
             || interrupted
             || state.step % cfg.checkpoint.interval == 0
         {
-            summary.last_checkpoint = Some(checkpoint(&plan, &state, &ranks[0])?);
+            if main {
+                summary.last_checkpoint = Some(checkpoint(&plan, &state, &ranks[0])?);
+            }
+            // Nobody runs ahead of a checkpoint that is not yet complete.
+            collective.barrier();
         }
         if interrupted {
-            metrics::plot(&metrics::read(log.path())?, &run_dir.join("loss.svg"))?;
             summary.interrupted = true;
+            let Some(log) = log.as_ref() else { break };
+            metrics::plot(&metrics::read(log.path())?, &run_dir.join("loss.svg"))?;
             // Printed even with --quiet: the user needs to know how to continue.
             eprintln!(
                 "interrupted: checkpoint written at step {}. Resume with:\n  gpt2 train --config <same config> --resume auto   (run dir {})",
@@ -548,10 +605,10 @@ fn replicas(
                 }
             ));
             let was = state.plan.world_size;
-            if was != devices.len() {
+            if was != plan.world_size {
                 say(format!(
-                    "the checkpoint is from a {was}-device run, this one has {}: re-sharding the data (same windows per step, same order)",
-                    devices.len()
+                    "the checkpoint is from a {was}-replica run, this one has {}: re-sharding the data (same windows per step, same order)",
+                    plan.world_size
                 ));
             }
             (model, state)
@@ -591,7 +648,9 @@ fn replicas(
             (model, state)
         }
     };
-    let world = devices.len();
+    // Global replica ranks: this process's devices follow those of the processes before it.
+    let world = plan.world_size;
+    let first_rank = plan.world.rank * devices.len();
     let same_world = state.rank_loaders.len() == world;
     let autodiff: Vec<Device> = devices.iter().map(|d| d.clone().autodiff()).collect();
     let models = replicate(model, &autodiff);
@@ -607,18 +666,19 @@ fn replicas(
             }
             None => AdamW::default(),
         };
-        // The shards' checksums are verified once, by rank 0.
+        let g = first_rank + r;
+        // The shards' checksums are verified once per process.
         let verify = cfg.data.verify && r == 0;
         let shards = &cfg.data.shards;
         let mut train =
-            TokenLoader::from_manifest(shards, "train", b, t, r, world, shuffle, verify)?;
+            TokenLoader::from_manifest(shards, "train", b, t, g, world, shuffle, verify)?;
         train.set_state(if same_world {
-            state.rank_loaders[r]
+            state.rank_loaders[g]
         } else {
             state.loader
         });
-        let val = TokenLoader::from_manifest(shards, "val", b, t, r, world, None, verify).ok();
-        if r == 0 && val.is_none() {
+        let val = TokenLoader::from_manifest(shards, "val", b, t, g, world, None, verify).ok();
+        if g == 0 && val.is_none() {
             eprintln!("warning: no usable `val` split in the shards (for {world} device(s) × batch {b}); validation loss is skipped");
         }
         ranks.push(Rank {
@@ -644,6 +704,7 @@ fn step(
     plan: &TrainPlan,
     ranks: &mut [Rank],
     grad_mean: &GradMean,
+    collective: &Collective,
     parallel: bool,
     state: &mut TrainState,
 ) -> Result<StepStats> {
@@ -654,29 +715,48 @@ fn step(
     // f16: the loss is scaled up so small gradients survive the half-precision backward.
     let f16 = cfg.precision == Precision::F16;
     let ls = if f16 { state.loss_scale } else { 1.0 };
+    let first_rank = plan.world.rank * ranks.len();
     let out = on_each_rank(ranks, parallel, |r, rank| {
-        rank.accumulate(plan, step_seed(cfg.seed, step, r), ls)
+        rank.accumulate(plan, step_seed(cfg.seed, step, first_rank + r), ls)
     });
     let activations = out.iter().filter_map(|o| o.2).max();
     let (mut grads, losses): (Vec<GradientsParams>, Vec<f64>) =
         out.into_iter().map(|(g, l, _)| (g, l)).unzip();
     grad_mean.mean(ranks[0].model(), &mut grads);
-    let loss = losses.iter().sum::<f64>() / losses.len() as f64;
-    let norm = global_grad_norm(ranks[0].model(), &grads[0]) / ls;
+    mean_over_processes(
+        collective,
+        ranks[0].model(),
+        &mut grads[0],
+        cfg.device.bucket_mb,
+    );
+    // The losses summed over every replica of every process, then divided: (l₀ + l₁) / 2 for
+    // two replicas wherever they run.
+    let mut loss_sum = [losses.iter().sum::<f64>()];
+    collective.sum_f64(&mut loss_sum);
+    let loss = loss_sum[0] / plan.world_size as f64;
+    // Every process holds the same mean gradient; rank 0's norm is the one all decide on
+    // (clipping, f16 overflow, the NaN policy), so no rounding difference can split them.
+    let mut norm = [global_grad_norm(ranks[0].model(), &grads[0]) / ls];
+    collective.broadcast_f64(&mut norm);
+    let norm = norm[0];
     state.tokens_seen += plan.tokens_per_step;
     state.loader = ranks[0].train.state();
-    state.rank_loaders = ranks.iter().map(|r| r.train.state()).collect();
+    // Every replica's loader advances one shared cursor by the same stride (gpt2-data's
+    // `next_batch`), so all of them, in every process, hold the state rank 0 holds.
+    state.rank_loaders = vec![state.loader; plan.world_size];
     let finite = loss.is_finite() && norm.is_finite();
     if f16 && loss.is_finite() && !norm.is_finite() {
         // Overflow of the scaled gradients: skip this update, halve the scale (GradScaler).
         state.loss_scale = (state.loss_scale * 0.5).max(1.0);
         state.good_steps = 0;
         state.overflow_steps += 1;
-        eprintln!(
-            "warning: step {}: f16 gradient overflow; update skipped, loss scale now {}",
-            step + 1,
-            state.loss_scale
-        );
+        if plan.world.is_main() {
+            eprintln!(
+                "warning: step {}: f16 gradient overflow; update skipped, loss scale now {}",
+                step + 1,
+                state.loss_scale
+            );
+        }
     } else if finite {
         // Unscale and clip in one factor.
         let scale = clip_scale(norm, o.grad_clip) / ls;
@@ -717,7 +797,9 @@ fn step(
             }
             NanPolicy::Skip => {
                 state.skipped_updates += 1;
-                eprintln!("warning: step {}: non-finite loss {loss} or gradient norm {norm}; update skipped ({} so far)", step + 1, state.skipped_updates);
+                if plan.world.is_main() {
+                    eprintln!("warning: step {}: non-finite loss {loss} or gradient norm {norm}; update skipped ({} so far)", step + 1, state.skipped_updates);
+                }
             }
         }
     }
@@ -731,13 +813,19 @@ fn step(
 
 /// Mean validation loss over the ranks, each on its share (rank r of the `val` split) of
 /// `eval.tokens`; `None` without a usable `val` split or with `eval.tokens: 0`.
-fn validate(plan: &TrainPlan, ranks: &mut [Rank], parallel: bool) -> Result<Option<f64>> {
+fn validate(
+    plan: &TrainPlan,
+    ranks: &mut [Rank],
+    collective: &Collective,
+    parallel: bool,
+) -> Result<Option<f64>> {
+    // Every process reaches the same answer: the val split is one set of shards for all.
     if plan.config.eval.tokens == 0 || ranks.iter().any(|r| r.val.is_none()) {
         return Ok(None);
     }
     let c = &plan.config;
     let (b, t) = (c.batch.micro_batch, c.batch.seq_len);
-    let tokens = c.eval.tokens / ranks.len() as u64;
+    let tokens = c.eval.tokens / plan.world_size as u64;
     let losses = on_each_rank(ranks, parallel, |_, rank| {
         let model = rank
             .model
@@ -747,7 +835,64 @@ fn validate(plan: &TrainPlan, ranks: &mut [Rank], parallel: bool) -> Result<Opti
         evaluate(model, val, b, t, tokens)
     });
     let losses = losses.into_iter().collect::<Result<Vec<f64>>>()?;
-    Ok(Some(losses.iter().sum::<f64>() / losses.len() as f64))
+    let mut sum = [losses.iter().sum::<f64>()];
+    collective.sum_f64(&mut sum);
+    Ok(Some(sum[0] / plan.world_size as f64))
+}
+
+/// Whether `flag` holds on any process (on the one process, whether it holds).
+fn agreed_any(collective: &Collective, flag: bool) -> bool {
+    let mut n = [if flag { 1.0 } else { 0.0 }];
+    collective.sum_f64(&mut n);
+    n[0] > 0.0
+}
+
+/// Checks that every process holds rank 0's weights, bit for bit: a 64-bit FNV-1a hash of every
+/// parameter's f32 values in visit order, rank 0's broadcast (as two exact 32-bit halves) and
+/// compared on each process. A process that differs (another config, another checkpoint) stops
+/// the run before its first step instead of training apart.
+fn same_weights_everywhere(collective: &Collective, model: &Gpt2, step: u64) -> Result<()> {
+    if collective.world_size() == 1 {
+        return Ok(());
+    }
+    let mine = weights_checksum(model);
+    let mut theirs = [(mine >> 32) as f64, (mine & 0xffff_ffff) as f64];
+    collective.broadcast_f64(&mut theirs);
+    let rank0 = ((theirs[0] as u64) << 32) | theirs[1] as u64;
+    let differ = agreed_any(collective, mine != rank0);
+    if differ {
+        return Err(TrainError::Distributed {
+            message: format!(
+                "the processes' weights differ at step {step} (this rank's checksum {mine:016x}, rank 0's {rank0:016x})"
+            ),
+            hint: "start every rank with the same config and, when resuming, let every rank see the same run directory (a shared filesystem)".into(),
+        });
+    }
+    Ok(())
+}
+
+/// FNV-1a over the bits of every parameter's f32 values, in visit order.
+fn weights_checksum(model: &Gpt2) -> u64 {
+    use burn::module::{ModuleVisitor, Param};
+    struct Hash(u64);
+    impl ModuleVisitor for Hash {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let v = param
+                .val()
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .expect("f32 weights");
+            for x in v {
+                for byte in x.to_bits().to_le_bytes() {
+                    self.0 = (self.0 ^ byte as u64).wrapping_mul(0x0000_0100_0000_01b3);
+                }
+            }
+        }
+    }
+    let mut h = Hash(0xcbf2_9ce4_8422_2325);
+    model.visit(&mut h);
+    h.0
 }
 
 /// The run's `eval.tasks` (HellaSwag, as llm.c does during training, or any other task) scored
