@@ -5,7 +5,12 @@ CARGO ?= cargo
 # test suites. The demo runs on the CPU and builds without it (DEMO_FEATURES), which keeps its
 # first build to flex's crates; the two builds share every crate whose features agree and
 # keep separate copies of the others, so neither rebuilds the other's.
-FEATURES ?= wgpu
+# `mpi` (several processes under mpirun or srun, docs/gpus.md "Several machines") joins them
+# where Open MPI is installed (its mpicc, or pkg-config's ompi): the mpi crate binds its C
+# library at build time (with libclang). Without it the MPI tests print SKIPPED.
+comma := ,
+HAVE_MPI := $(shell { command -v mpicc || pkg-config --exists ompi; } >/dev/null 2>&1 && echo yes)
+FEATURES ?= wgpu$(if $(HAVE_MPI),$(comma)mpi)
 DEMO_FEATURES ?=
 
 .PHONY: demo test check-cuda check-cuda-kernels gpu-bundle gpu-bundle-autotune bench bench-data bench-train bench-model bench-memory bench-kernels bench-eval fmt lint clean

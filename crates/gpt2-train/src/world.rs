@@ -205,6 +205,7 @@ impl Place {
             |set: Option<usize>, key: &'static str, from_env: (&'static str, Option<usize>)| {
                 match set {
                     Some(v) => (format!("distributed.{key}"), Some(v)),
+                    None if from_env.0.is_empty() => (format!("distributed.{key}"), None),
                     None => (from_env.0.to_string(), from_env.1),
                 }
             };
@@ -217,7 +218,8 @@ impl Place {
             Some(n) => n.launcher,
             None => Launcher::None,
         };
-        if launcher == Launcher::Config && (rank.1.is_none() || size.1.is_none()) {
+        let half = launcher == Launcher::Config && (rank.1.is_none() || size.1.is_none());
+        if half {
             problems.push(format!(
                 "{}={:?} and {}={:?}: set both distributed.rank and distributed.world_size (or neither, to take them from the launcher)",
                 rank.0, rank.1, size.0, size.1
@@ -225,7 +227,9 @@ impl Place {
         }
         let world_size = size.1.unwrap_or(1);
         let r = rank.1.unwrap_or(0);
-        if world_size == 0 {
+        if half {
+            // Said above.
+        } else if world_size == 0 {
             problems.push(format!(
                 "{}=0: the world needs at least one process",
                 size.0
@@ -415,7 +419,7 @@ fn slurm_local_size(
 mod tests {
     use super::*;
 
-    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + '_ {
+    fn env_of<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
         move |k| pairs.iter().find(|p| p.0 == k).map(|p| p.1.to_string())
     }
 

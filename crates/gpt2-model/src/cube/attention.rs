@@ -364,7 +364,7 @@ pub(super) fn flash_dkdv_kernel<F: Float>(
     let mut do_tile = Shared::<[f32]>::new_slice(block * hd);
     let mut lse_tile = Shared::<[f32]>::new_slice(block);
     let mut delta_tile = Shared::<[f32]>::new_slice(block);
-    let n_blocks = (t_len + block - 1) / block;
+    let n_blocks = t_len.div_ceil(block);
     for qb in kb..n_blocks {
         let first = qb * block;
         load_tile::<F>(q, &mut q_tile, b, h, first, t_len, hd, block);
