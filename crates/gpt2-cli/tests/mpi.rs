@@ -244,3 +244,32 @@ fn a_world_that_does_not_divide_the_batch_is_refused() {
     );
     assert!(!dir.path().join("three/metrics.jsonl").exists());
 }
+
+/// SIGTERM to mpirun (Ctrl-C, a scheduler's stop): Open MPI forwards it to every rank; they
+/// stop together at the first step any of them saw it, rank 0 checkpoints there and says how
+/// to resume (measured: mpirun itself then exits 1, as it does whenever it is signalled).
+#[test]
+fn sigterm_to_mpirun_stops_every_rank_at_one_checkpoint() {
+    if !mpi_or_skip("SIGTERM to mpirun") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let shards = shards(dir.path());
+    let cfg = write_config(dir.path(), "term", &shards, 100_000);
+    let run = dir.path().join("term");
+    let mut job = mpirun(2, &cfg).stderr(Stdio::piped()).spawn().unwrap();
+    wait_for(&mut job, &run.join("checkpoints/step_00000002/DONE"));
+    assert!(Command::new("kill")
+        .args(["-TERM", &job.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let out = job.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("interrupted: checkpoint written at step"), "{err}");
+    let (done, broken) = gpt2_train::checkpoint::list(&run).unwrap();
+    assert!(broken.is_empty(), "{broken:?}");
+    let last = done.last().unwrap().0;
+    assert!((2..100_000).contains(&last));
+    assert!(err.contains(&format!("checkpoint written at step {last}")), "{err}");
+}
