@@ -1,5 +1,5 @@
 //! `gpt2 train` as several processes under Open MPI's `mpirun` on flex (issue 28): two processes
-//! train exactly what two replicas in one process train; `kill -9` of one rank ends the job
+//! train exactly what two replicas in one process train, with ZeRO-1 as without; `kill -9` of one rank ends the job
 //! within 60 s and `--resume auto` under mpirun ends with the uninterrupted run's weights; a
 //! world-2 checkpoint continues in one process; a world that does not divide the batch is
 //! refused at plan time, naming it.
@@ -86,8 +86,8 @@ fn rank_pid(mpirun: &Child, rank: usize) -> Option<u32> {
 }
 
 /// One test, so the 2-replica reference is trained once: mpirun -np 2 equals it bit for bit
-/// (per-step losses, gradient norms, validation loss, final weights); then kill -9 of rank 1
-/// after a checkpoint, and the resume under mpirun.
+/// (per-step losses, gradient norms, validation loss, final weights), with ZeRO-1 too; then
+/// kill -9 of rank 1 after a checkpoint, and the resume under mpirun.
 #[test]
 fn two_processes_equal_two_replicas_and_survive_kill_9_of_a_rank() {
     if !mpi_or_skip("mpirun -np 2 against device.ids [0, 1]") {
@@ -118,11 +118,34 @@ fn two_processes_equal_two_replicas_and_survive_kill_9_of_a_rank() {
     assert_eq!(plan["world"]["launcher"], "openmpi");
     assert_eq!(plan["world_size"], 2);
 
-    // 2. kill -9 of rank 1 once step 4's checkpoint is complete: mpirun ends the job, non-zero,
-    //    within 60 s (measured: ~2 s, Open MPI's own abort); then --resume auto under mpirun.
+    // 2. ZeRO-1: each rank keeps its own tensors' AdamW moments, updates them and gathers the
+    //    others' weights; the weights, and the checkpoint's gathered optimizer state, equal
+    //    zero 0's bit for bit.
+    let zero1 = write_config(dir.path(), "zero1", &shards, steps);
+    let out = mpirun(2, &zero1)
+        .args(["--set", "distributed.zero=1"])
+        .output()
+        .unwrap();
+    assert_ok(&out, "mpirun -np 2, zero 1");
+    let z = dir.path().join("zero1");
+    assert_eq!(losses(&z), want);
+    assert!(final_weights(&z, steps) == want_weights);
+    let optimizer = |run: &Path| {
+        std::fs::read(run.join(format!("checkpoints/step_{steps:08}/optimizer.safetensors")))
+            .unwrap()
+    };
+    assert!(optimizer(&z) == optimizer(&dir.path().join("ref")));
+
+    // 3. kill -9 of rank 1 (zero 1) once step 4's checkpoint is complete: mpirun ends the job,
+    //    non-zero, within 60 s (measured: ~2 s, Open MPI's own abort); then --resume auto under
+    //    mpirun, each rank taking its share of the checkpoint's optimizer state.
     let cfg = write_config(dir.path(), "killed", &shards, steps);
     let run = dir.path().join("killed");
-    let mut job = mpirun(2, &cfg).stderr(Stdio::null()).spawn().unwrap();
+    let mut job = mpirun(2, &cfg)
+        .args(["--set", "distributed.zero=1"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     wait_for(&mut job, &run.join("checkpoints/step_00000004/DONE"));
     let pid = rank_pid(&job, 1).expect("rank 1 is a child of mpirun");
     assert!(Command::new("kill")
@@ -152,8 +175,7 @@ fn two_processes_equal_two_replicas_and_survive_kill_9_of_a_rank() {
         "killed at step {resumed_from}, not mid-run"
     );
     let out = mpirun(2, &cfg)
-        .arg("--resume")
-        .arg("auto")
+        .args(["--set", "distributed.zero=1", "--resume", "auto"])
         .output()
         .unwrap();
     assert_ok(&out, "mpirun -np 2 --resume auto");
@@ -266,10 +288,16 @@ fn sigterm_to_mpirun_stops_every_rank_at_one_checkpoint() {
         .success());
     let out = job.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("interrupted: checkpoint written at step"), "{err}");
+    assert!(
+        err.contains("interrupted: checkpoint written at step"),
+        "{err}"
+    );
     let (done, broken) = gpt2_train::checkpoint::list(&run).unwrap();
     assert!(broken.is_empty(), "{broken:?}");
     let last = done.last().unwrap().0;
     assert!((2..100_000).contains(&last));
-    assert!(err.contains(&format!("checkpoint written at step {last}")), "{err}");
+    assert!(
+        err.contains(&format!("checkpoint written at step {last}")),
+        "{err}"
+    );
 }

@@ -14,6 +14,10 @@
 use crate::error::{Result, TrainError};
 use crate::world::{Engine, Place};
 
+/// Values per MPI call at most: MPI counts are 32-bit, and 1542M's state is 1.5G values.
+#[cfg(feature = "mpi")]
+const CHUNK: usize = 1 << 28;
+
 /// The process-level collectives of one run; `Local` (one process) makes every call a no-op.
 pub struct Collective {
     inner: Inner,
@@ -124,6 +128,89 @@ impl Collective {
             Inner::Mpi { world, .. } => {
                 use mpi::traits::{Communicator, Root};
                 world.process_at_rank(0).broadcast_into(buf);
+            }
+        }
+    }
+
+    /// `send` summed over the ranks into `recv` on `root` (`Some` there, `None` elsewhere).
+    pub fn reduce_sum_f32(&self, root: usize, send: &[f32], recv: Option<&mut [f32]>) {
+        match &self.inner {
+            Inner::Local => {
+                if let Some(recv) = recv {
+                    recv.copy_from_slice(send);
+                }
+            }
+            #[cfg(feature = "mpi")]
+            Inner::Mpi { world, .. } => {
+                use mpi::collective::SystemOperation;
+                use mpi::traits::{Communicator, Root};
+                let root = world.process_at_rank(root as i32);
+                match recv {
+                    Some(recv) => {
+                        for (s, r) in send.chunks(CHUNK).zip(recv.chunks_mut(CHUNK)) {
+                            root.reduce_into_root(s, r, SystemOperation::sum());
+                        }
+                    }
+                    None => {
+                        for s in send.chunks(CHUNK) {
+                            root.reduce_into(s, SystemOperation::sum());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// `root`'s `buf` on every rank.
+    pub fn broadcast_f32(&self, root: usize, buf: &mut [f32]) {
+        match &self.inner {
+            Inner::Local => {}
+            #[cfg(feature = "mpi")]
+            Inner::Mpi { world, .. } => {
+                use mpi::traits::{Communicator, Root};
+                for c in buf.chunks_mut(CHUNK) {
+                    world.process_at_rank(root as i32).broadcast_into(c);
+                }
+            }
+        }
+    }
+
+    /// `buf` to rank `to` (which calls [`Collective::recv_f32`] with a buffer of its length).
+    pub fn send_f32(&self, to: usize, buf: &[f32]) {
+        match &self.inner {
+            Inner::Local => {}
+            #[cfg(feature = "mpi")]
+            Inner::Mpi { world, .. } => {
+                use mpi::point_to_point::Destination;
+                use mpi::traits::Communicator;
+                let dest = world.process_at_rank(to as i32);
+                dest.send(&(buf.len() as u64));
+                for c in buf.chunks(CHUNK) {
+                    dest.send(c);
+                }
+            }
+        }
+    }
+
+    /// What rank `from` sent with [`Collective::send_f32`], into `buf` (its length must match).
+    pub fn recv_f32(&self, from: usize, buf: &mut [f32]) {
+        match &self.inner {
+            Inner::Local => {}
+            #[cfg(feature = "mpi")]
+            Inner::Mpi { world, .. } => {
+                use mpi::point_to_point::Source;
+                use mpi::traits::Communicator;
+                let src = world.process_at_rank(from as i32);
+                let (len, _) = src.receive::<u64>();
+                assert_eq!(
+                    len as usize,
+                    buf.len(),
+                    "rank {from} sent {len} values where {} were expected",
+                    buf.len()
+                );
+                for c in buf.chunks_mut(CHUNK) {
+                    src.receive_into(c);
+                }
             }
         }
     }

@@ -491,6 +491,12 @@ impl TrainConfig {
                 p.push(e);
                 vec![0]
             });
+        if self.distributed.zero > 1 {
+            p.push(format!(
+                "distributed.zero {} must be 0 or 1 (ZeRO stage 1 shards the AdamW state; stages 2 and 3 are not implemented)",
+                self.distributed.zero
+            ));
+        }
         let world_size = process_device_ids.len().max(1) * place.world_size;
         let ids = &self.device.ids;
         if let Some(dup) = ids
@@ -758,7 +764,18 @@ impl TrainPlan {
                     )
                 },
             ),
-            ("world".into(), self.world.describe()),
+            (
+                "world".into(),
+                if c.distributed.zero == 1 && self.world.world_size > 1 {
+                    format!(
+                        "{}; ZeRO-1: each process keeps the AdamW moments of its 1/{} of the parameters",
+                        self.world.describe(),
+                        self.world.world_size
+                    )
+                } else {
+                    self.world.describe()
+                },
+            ),
             (
                 "FLOPs".into(),
                 format!(

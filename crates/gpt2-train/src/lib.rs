@@ -4,9 +4,9 @@
 //!
 //! Files in reading order: [`config`] (YAML → plan) → [`schedule`] → [`optim`] (AdamW, clipping)
 //! → [`checkpoint`] → [`metrics`] → [`device`] (flex, cuda, wgpu) → [`parallel`] (replicas in
-//! one process) → [`world`], [`collective`], [`rendezvous`] (several processes) → [`train`] (the
-//! loop) → [`eval`] (held-out NLL, perplexity, bits per byte) → [`infer`] (device and checkpoint
-//! resolution for eval, sample, export).
+//! one process) → [`world`], [`collective`], [`rendezvous`], [`zero`] (several processes) →
+//! [`train`] (the loop) → [`eval`] (held-out NLL, perplexity, bits per byte) → [`infer`] (device
+//! and checkpoint resolution for eval, sample, export).
 
 pub mod checkpoint;
 pub mod collective;
@@ -26,6 +26,7 @@ pub mod tasks;
 pub mod tensorboard;
 pub mod train;
 pub mod world;
+pub mod zero;
 
 pub use config::{TrainConfig, TrainPlan};
 pub use error::{Result, TrainError};

@@ -7,7 +7,8 @@
 //! tokens per micro-batch, `L` layers, `C` width, `V` vocabulary, `R` LM-head rows per chunk:
 //!
 //! - weights `4P`, gradients `4P` (`8P` with accumulation: the running sum and the newest),
-//!   AdamW moments `8P`;
+//!   AdamW moments `8P` (with `distributed.zero: 1`, 8 × the largest share of P one process
+//!   owns, `zero.rs`);
 //! - activations: what the forward leaves for the backward, tensor by tensor as the code keeps
 //!   it ([`kept_per_layer`], [`kept_outside_layers`]); measured to within 1% by
 //!   `mem_activations_mb` (experiments/RESULTS.md part 10, `crates/gpt2-cli/tests/train_cli.rs`).
@@ -189,6 +190,8 @@ pub struct MemoryEstimate {
     pub weights: u64,
     pub gradients: u64,
     pub optimizer: u64,
+    /// `optimizer` is one process's ZeRO-1 share, not the whole state.
+    pub zero_sharded: bool,
     pub activations: u64,
     /// Bytes per token that each layer keeps for the backward ([`kept_per_layer`]).
     pub per_layer_per_token: u64,
@@ -250,11 +253,16 @@ pub fn estimate(plan: &TrainPlan, chunk_rows: usize) -> MemoryEstimate {
     } else {
         4 * p
     };
-    let optimizer = 8 * p;
+    // ZeRO-1: this process's share of the moments (the largest share: `zero.rs`).
+    let optimizer = 8 * match zero_shards(plan) {
+        Some(shards) => shards.largest(),
+        None => p,
+    };
     MemoryEstimate {
         weights,
         gradients,
         optimizer,
+        zero_sharded: zero_shards(plan).is_some(),
         activations,
         per_layer_per_token: per_layer,
         outside_per_token: outside,
@@ -437,6 +445,16 @@ fn flash_attention_shortfall(head_dim: usize, shared: usize, units: usize) -> Op
 }
 
 /// Bytes as MB (10⁶), one decimal.
+/// The ZeRO-1 cut of the plan's parameters over its processes, where it shards anything.
+pub fn zero_shards(plan: &TrainPlan) -> Option<crate::zero::Shards> {
+    (plan.config.distributed.zero == 1 && plan.world.world_size > 1).then(|| {
+        crate::zero::Shards::of(
+            &crate::zero::param_sizes(&plan.model),
+            plan.world.world_size,
+        )
+    })
+}
+
 pub fn mb(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / 1e6)
 }
@@ -448,11 +466,16 @@ impl MemoryEstimate {
             (
                 "memory/device".into(),
                 format!(
-                    "{} total: weights {}, gradients {}, AdamW {}, activations {}",
+                    "{} total: weights {}, gradients {}, AdamW {}{}, activations {}",
                     mb(self.total),
                     mb(self.weights),
                     mb(self.gradients),
                     mb(self.optimizer),
+                    if self.zero_sharded {
+                        " (ZeRO-1: this process's share)"
+                    } else {
+                        ""
+                    },
                     mb(self.activations)
                 ),
             ),

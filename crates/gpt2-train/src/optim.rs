@@ -152,9 +152,35 @@ impl AdamW {
         Ok(Self { t, moments })
     }
 
-    /// Check that every parameter of `model` has state (after a load).
+    /// The moments of the parameter `name` (module path), if it has state.
+    pub fn moments_of(&self, name: &str) -> Option<&(Tensor<1>, Tensor<1>)> {
+        self.moments.get(name)
+    }
+
+    /// Sets the moments of the parameter `name` (ZeRO-1's gather for a checkpoint).
+    pub fn insert(&mut self, name: String, m: Tensor<1>, v: Tensor<1>) {
+        self.moments.insert(name, (m, v));
+    }
+
+    /// Keeps the state of the parameters `keep` accepts (ZeRO-1: a rank's own).
+    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        self.moments.retain(|name, _| keep(name));
+    }
+
+    /// Check that every parameter of `model` that `covered` names has state (after a load).
     pub fn check_covers(&self, model: &Gpt2, path: &Path) -> Result<()> {
-        let names = param_names(model);
+        self.check_covers_some(model, path, |_| true)
+    }
+
+    /// [`AdamW::check_covers`] for the parameters `covered` accepts (ZeRO-1: a rank's own).
+    pub fn check_covers_some(
+        &self,
+        model: &Gpt2,
+        path: &Path,
+        covered: impl Fn(&str) -> bool,
+    ) -> Result<()> {
+        let mut names = param_names(model);
+        names.retain(|n| covered(n));
         let missing: Vec<&String> = names
             .iter()
             .filter(|n| !self.moments.contains_key(*n))
@@ -241,26 +267,48 @@ impl ModuleMapper for StepMapper<'_> {
 }
 
 /// Global L2 norm of all gradients (one number over every parameter), as a host f64.
-pub fn global_grad_norm(model: &Gpt2, grads: &GradientsParams) -> f64 {
-    struct Norm<'a> {
+pub fn global_grad_norm(model: &Gpt2, grads: &GradientsParams, device: &Device) -> f64 {
+    norm_of_squares(&grad_squares(model, grads, device))
+}
+
+/// `Σ g²` of each parameter's gradient, in visit order (0 where `grads` has none, as under
+/// ZeRO-1 for another rank's tensors), read to the host at once.
+pub fn grad_squares(model: &Gpt2, grads: &GradientsParams, device: &Device) -> Vec<f32> {
+    struct Squares<'a> {
         grads: &'a GradientsParams,
-        sum: Option<Tensor<1>>,
+        device: &'a Device,
+        out: Vec<Tensor<1>>,
     }
-    impl ModuleVisitor for Norm<'_> {
+    impl ModuleVisitor for Squares<'_> {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            if let Some(g) = self.grads.get::<D>(param.id) {
-                let sq = sum_of_squares(g); // (1,)
-                self.sum = Some(match self.sum.take() {
-                    Some(s) => s.add(sq),
-                    None => sq,
-                });
-            }
+            self.out.push(match self.grads.get::<D>(param.id) {
+                Some(g) => sum_of_squares(g),
+                None => Tensor::zeros([1], self.device),
+            });
         }
     }
-    let mut v = Norm { grads, sum: None };
+    // Gradients live on the plain (non-autodiff) device.
+    let device = &device.clone().without_autodiff();
+    let mut v = Squares {
+        grads,
+        device,
+        out: Vec::new(),
+    };
     model.visit(&mut v);
-    v.sum
-        .map_or(0.0, |s| (s.into_scalar::<f32>() as f64).sqrt())
+    if v.out.is_empty() {
+        return Vec::new();
+    }
+    Tensor::cat(v.out, 0)
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 sums")
+}
+
+/// `√(Σ squares)`, the f32 sum taken in visit order (the order every rank and both ZeRO settings
+/// share, so all decide clipping on the same number).
+pub fn norm_of_squares(squares: &[f32]) -> f64 {
+    (squares.iter().fold(0f32, |s, x| s + x) as f64).sqrt()
 }
 
 /// `Σ g²` as a `[1]` tensor, summed in an order fixed by the shape alone.

@@ -34,7 +34,7 @@ use crate::config::{NanPolicy, Precision, TrainPlan};
 use crate::error::{IoContext, Result, TrainError};
 use crate::eval::metric_metadata;
 use crate::metrics::{self, MetricsLog, Record};
-use crate::optim::{global_grad_norm, AdamW, AdamWParams};
+use crate::optim::{global_grad_norm, grad_squares, AdamW, AdamWParams};
 use crate::parallel::{mean_over_processes, on_each_rank, replicate, GradMean};
 use crate::schedule::lr_at;
 
@@ -293,7 +293,10 @@ fn run(plan: TrainPlan, opts: &TrainOptions, collective: &Collective) -> Result<
 
     // --- Replicas: fresh, or from a checkpoint; one per device. ----------------------------
     let start = start_dir(&run_dir, &opts.resume)?;
-    let (mut ranks, mut state) = replicas(&plan, &devices, start.as_deref(), &say)?;
+    // ZeRO-1's cut of the parameters over the processes (none for zero 0 or one process).
+    let shards = crate::memory::zero_shards(&plan);
+    let (mut ranks, mut state) =
+        replicas(&plan, &devices, shards.as_ref(), start.as_deref(), &say)?;
     let grad_mean = GradMean::new(&cfg.device.kind, &devices, cfg.device.bucket_mb);
     // Every process starts from the same weights (and, after a resume, the same checkpoint).
     same_weights_everywhere(collective, ranks[0].model(), state.step)?;
@@ -356,7 +359,13 @@ fn run(plan: TrainPlan, opts: &TrainOptions, collective: &Collective) -> Result<
             lr,
             activations,
         } = step(
-            &plan, &mut ranks, &grad_mean, collective, parallel, &mut state,
+            &plan,
+            &mut ranks,
+            &grad_mean,
+            collective,
+            shards.as_ref(),
+            parallel,
+            &mut state,
         )?;
         let activations_mb = activations.map(|b| b as f64 / 1e6);
         let mem = peak_memory(&devices);
@@ -442,8 +451,20 @@ fn run(plan: TrainPlan, opts: &TrainOptions, collective: &Collective) -> Result<
             || interrupted
             || state.step % cfg.checkpoint.interval == 0
         {
+            // ZeRO-1: the whole AdamW state gathered on rank 0 (every rank takes part).
+            let gathered = shards.as_ref().and_then(|shards| {
+                crate::zero::gather_optimizer(
+                    collective,
+                    shards,
+                    plan.world.rank,
+                    ranks[0].model(),
+                    &ranks[0].opt,
+                    &devices[0],
+                )
+            });
             if main {
-                summary.last_checkpoint = Some(checkpoint(&plan, &state, &ranks[0])?);
+                let opt = gathered.as_ref().unwrap_or(&ranks[0].opt);
+                summary.last_checkpoint = Some(checkpoint(&plan, &state, ranks[0].model(), opt)?);
             }
             // Nobody runs ahead of a checkpoint that is not yet complete.
             collective.barrier();
@@ -584,6 +605,7 @@ fn start_dir(run_dir: &Path, resume: &Resume) -> Result<Option<PathBuf>> {
 fn replicas(
     plan: &TrainPlan,
     devices: &[Device],
+    shards: Option<&crate::zero::Shards>,
     start: Option<&Path>,
     say: &dyn Fn(String),
 ) -> Result<(Vec<Rank>, TrainState)> {
@@ -660,8 +682,17 @@ fn replicas(
     for (r, (model, device)) in models.into_iter().zip(autodiff).enumerate() {
         let opt = match start {
             Some(dir) => {
-                let opt = AdamW::load(&dir.join(checkpoint::OPTIMIZER), &devices[r])?;
-                opt.check_covers(&model, dir)?;
+                // The whole state (any world size and ZeRO setting wrote the one format);
+                // under ZeRO-1 this process keeps its own tensors' moments.
+                let mut opt = AdamW::load(&dir.join(checkpoint::OPTIMIZER), &devices[r])?;
+                match shards {
+                    Some(shards) => {
+                        crate::zero::keep_own(&mut opt, &model, shards, plan.world.rank);
+                        let own = crate::zero::owned_names(&model, shards, plan.world.rank);
+                        opt.check_covers_some(&model, dir, |n| own.iter().any(|o| o == n))?;
+                    }
+                    None => opt.check_covers(&model, dir)?,
+                }
                 opt
             }
             None => AdamW::default(),
@@ -705,6 +736,7 @@ fn step(
     ranks: &mut [Rank],
     grad_mean: &GradMean,
     collective: &Collective,
+    shards: Option<&crate::zero::Shards>,
     parallel: bool,
     state: &mut TrainState,
 ) -> Result<StepStats> {
@@ -723,12 +755,24 @@ fn step(
     let (mut grads, losses): (Vec<GradientsParams>, Vec<f64>) =
         out.into_iter().map(|(g, l, _)| (g, l)).unzip();
     grad_mean.mean(ranks[0].model(), &mut grads);
-    mean_over_processes(
-        collective,
-        ranks[0].model(),
-        &mut grads[0],
-        cfg.device.bucket_mb,
-    );
+    let plain = ranks[0].device.clone().without_autodiff();
+    match shards {
+        // ZeRO-1: this process keeps the mean gradient of its own tensors only.
+        Some(shards) => crate::zero::reduce_scatter_mean(
+            collective,
+            shards,
+            plan.world.rank,
+            ranks[0].model(),
+            &mut grads[0],
+            &plain,
+        ),
+        None => mean_over_processes(
+            collective,
+            ranks[0].model(),
+            &mut grads[0],
+            cfg.device.bucket_mb,
+        ),
+    }
     // The losses summed over every replica of every process, then divided: (l₀ + l₁) / 2 for
     // two replicas wherever they run.
     let mut loss_sum = [losses.iter().sum::<f64>()];
@@ -736,9 +780,19 @@ fn step(
     let loss = loss_sum[0] / plan.world_size as f64;
     // Every process holds the same mean gradient; rank 0's norm is the one all decide on
     // (clipping, f16 overflow, the NaN policy), so no rounding difference can split them.
-    let mut norm = [global_grad_norm(ranks[0].model(), &grads[0]) / ls];
-    collective.broadcast_f64(&mut norm);
-    let norm = norm[0];
+    // Under ZeRO-1 each holds its own tensors' part, and the norm is assembled from all of them
+    // in the same order, so it is the same number on every rank and the same as zero 0's.
+    let norm = match shards {
+        Some(_) => {
+            let squares = grad_squares(ranks[0].model(), &grads[0], &plain);
+            crate::zero::global_norm(collective, squares) / ls
+        }
+        None => {
+            let mut norm = [global_grad_norm(ranks[0].model(), &grads[0], &plain) / ls];
+            collective.broadcast_f64(&mut norm);
+            norm[0]
+        }
+    };
     state.tokens_seen += plan.tokens_per_step;
     state.loader = ranks[0].train.state();
     // Every replica's loader advances one shared cursor by the same stride (gpt2-data's
@@ -779,7 +833,14 @@ fn step(
                 .model
                 .take()
                 .expect("the model is back after every update");
-            rank.model = Some(rank.opt.step(model, g, p, scale));
+            let model = rank.opt.step(model, g, p, scale);
+            // ZeRO-1: each rank updated its own tensors; everyone gets everyone's.
+            rank.model = Some(match shards {
+                Some(shards) => {
+                    crate::zero::all_gather_weights(collective, shards, plan.world.rank, model)
+                }
+                None => model,
+            });
         }
     } else {
         match cfg.nan_policy {
@@ -923,11 +984,11 @@ fn eval_tasks(plan: &TrainPlan, model: &Gpt2, step: u64, tokens_seen: u64) -> Re
 }
 
 /// Writes the step's checkpoint once, from rank 0 (the replicas are identical), and prunes.
-fn checkpoint(plan: &TrainPlan, state: &TrainState, rank0: &Rank) -> Result<PathBuf> {
+fn checkpoint(plan: &TrainPlan, state: &TrainState, model: &Gpt2, opt: &AdamW) -> Result<PathBuf> {
     let c = &plan.config;
     let dir = checkpoint::save(&c.run_dir, state, |d| {
-        gpt2_model::save_hf(rank0.model(), d)?;
-        rank0.opt.save(&d.join(checkpoint::OPTIMIZER))
+        gpt2_model::save_hf(model, d)?;
+        opt.save(&d.join(checkpoint::OPTIMIZER))
     })?;
     checkpoint::prune(&c.run_dir, c.checkpoint.keep_last, c.checkpoint.keep_every)?;
     Ok(dir)

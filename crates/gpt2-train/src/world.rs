@@ -41,6 +41,10 @@ pub struct DistributedConfig {
     pub master_addr: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub master_port: Option<u16>,
+    /// ZeRO stage: 0 (every process keeps the whole AdamW state) or 1 (each keeps its 1/world:
+    /// `zero.rs`). A no-op for one process.
+    #[serde(default)]
+    pub zero: u8,
 }
 
 /// `distributed.backend`.

@@ -229,7 +229,7 @@ fn global_norm_equals_a_hand_computation() {
     let mut hand = Hand(&grads, 0.0, 0);
     model.visit(&mut hand);
     assert_eq!(hand.2, 2 + 2 * 12 + 2, "every parameter has a gradient");
-    let norm = gpt2_train::optim::global_grad_norm(&model, &grads);
+    let norm = gpt2_train::optim::global_grad_norm(&model, &grads, &model.device());
     assert!(
         (norm - hand.1.sqrt()).abs() / norm < 1e-5,
         "{norm} vs {}",
