@@ -27,12 +27,13 @@ test:
 	@set -o pipefail; $(CARGO) test --workspace --features "$(FEATURES)" --no-fail-fast 2>&1 | tee target/test-output.log; \
 	status=$$?; bash scripts/test-summary.sh target/test-output.log; exit $$status
 
-## Type-check the CUDA path without a GPU or network (.cargo/config.toml sets DOCS_RS so the
+## Type-check the CUDA path without a GPU or network (with `mpi` where Open MPI is installed, so
+## the NCCL engine's MPI rendezvous is checked too) (.cargo/config.toml sets DOCS_RS so the
 ## LLVM bundler of cubecl-llvm downloads nothing). In the shared target dir: its proc macros and
 ## build scripts are the test build's, and the CUDA crates' metadata sits beside the test
 ## build's artifacts (different feature hashes) without replacing them.
 check-cuda:
-	$(CARGO) check -p gpt2-cli --features cuda
+	$(CARGO) check -p gpt2-cli --features cuda$(if $(HAVE_MPI),$(comma)mpi)
 
 ## Our CubeCL kernels as the CUDA C++ cubecl-cuda generates for an A100 (sm_80) and an H100
 ## (sm_90), in f32/f16/bf16, compiled by NVIDIA's NVRTC and ptxas from PyPI wheels (no GPU or

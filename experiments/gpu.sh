@@ -24,8 +24,10 @@
 #   ours-117m-2gpu  only where nvidia-smi lists ≥ 2 GPUs: ours-117m data-parallel on GPUs 0
 #                and 1 (device.ids [0, 1], NCCL all-reduce in 25 MB buckets), 20 steps; scaling
 #                efficiency = tokens/s on 2 GPUs / (2 × tokens/s on 1)                           30
+#   nccl-1rank   only on one GPU: tiny-cpu on CUDA with distributed.backend nccl (a one-rank
+#                communicator) against the same run without it: the losses must be equal       20
 # Budgets add up to 480 s (8 minutes) on a 2-GPU machine with the autotune binary, 450 s
-# without it, 420 s on one GPU without it. Burn's fusion is not built into any binary
+# without it, 470 s on one GPU with it and 440 s without it. Burn's fusion is not built into any binary
 # (docs/gpus.md, "Burn's autotune and fusion"); `composed` vs `fused` is the kernels' on/off.
 # Peak memory: ours reports its CubeCL pools' high-water mark (mem_peak_mb, the most the pools
 # held) beside nvidia-smi's polled peak; PyTorch its allocator's max_memory_allocated.
@@ -194,6 +196,31 @@ if [ "$NGPU" -ge 2 ]; then
   ROWS+=("| 2-GPU scaling efficiency (117M, tokens/s ÷ 2 × 1 GPU) | 16×1024 per GPU | - | - | $EFF | - | - |")
 else
   ROWS+=("| ours-117m-2gpu: skipped, nvidia-smi lists $NGPU GPU(s) | - | - | - | - | - | - |")
+fi
+
+# 7. The multi-process NCCL engine on one GPU (distributed.backend: nccl, a one-rank
+#    communicator: the id, ncclCommInitRank, the bucket all-reduce on Burn's buffers and the
+#    scalar collectives all run): its losses must equal the run without it bit for bit (the mean
+#    over one rank is the value). Needs libnccl.so on the machine; without it the run fails with
+#    "libnccl.so not found" and the row says so.
+if [ "$NGPU" -lt 2 ]; then
+  echo "== nccl-1rank (budget 20s)"
+  for mode in plain nccl; do
+    run="$OUT/run-nccl-$mode"
+    rm -rf "$run"
+    extra=()
+    [ "$mode" = nccl ] && extra=(--set distributed.backend=nccl)
+    timeout 10 "$BIN" train --quiet --config configs/train/tiny-cpu.yaml \
+      --set run_dir="$run" --set data.shards="$OUT/shards" --set data.verify=false \
+      --set device.kind=cuda --set precision=f32 --set optimizer.max_steps=8 --set optimizer.warmup_steps=2 \
+      --set eval.interval=0 --set checkpoint.interval=100000 --set log_interval=1 "${extra[@]}" >"$run.log" 2>&1
+    echo "$mode: rc $? $(tail -1 "$run.log")"
+  done
+  SAME=$("$PY" -c "import json,sys
+l=lambda p:[(r['step'],r['loss'],r.get('grad_norm')) for r in map(json.loads,open(p)) if r['kind']=='train']
+a,b=(l(sys.argv[1]+'/metrics.jsonl'),l(sys.argv[2]+'/metrics.jsonl'))
+print('equal' if a==b and len(a)==8 else f'differ ({len(a)} vs {len(b)} steps)')" "$OUT/run-nccl-plain" "$OUT/run-nccl-nccl" 2>/dev/null || echo "no metrics")
+  ROWS+=("| nccl-1rank: tiny-cpu f32, backend nccl vs none, 8 steps | 8×128 | losses $SAME | - | - | - | - |")
 fi
 
 echo

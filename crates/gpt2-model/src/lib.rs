@@ -42,6 +42,8 @@ pub mod generate;
 pub mod hf;
 mod kernels;
 pub mod model;
+#[cfg(feature = "cuda")]
+pub mod nccl;
 pub mod optim;
 pub mod params;
 mod row_kernels;

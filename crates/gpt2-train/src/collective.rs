@@ -14,6 +14,10 @@
 use crate::error::{Result, TrainError};
 use crate::world::{Engine, Place};
 
+/// Why the ZeRO-1 collectives never meet NCCL: the plan refuses the combination.
+#[cfg(feature = "cuda")]
+const ZERO_IS_MPI: &str = "ZeRO-1 runs on the MPI engine; the plan refuses it with NCCL";
+
 /// Values per MPI call at most: MPI counts are 32-bit, and 1542M's state is 1.5G values.
 #[cfg(feature = "mpi")]
 const CHUNK: usize = 1 << 28;
@@ -26,6 +30,15 @@ pub struct Collective {
 
 enum Inner {
     Local,
+    /// NCCL on this process's CUDA device; the MPI universe that carried its id, if any, is
+    /// kept until the end (finalising MPI early would not wait for the others).
+    #[cfg(feature = "cuda")]
+    Nccl {
+        comm: gpt2_model::nccl::Comm,
+        rank: usize,
+        #[cfg(feature = "mpi")]
+        _universe: Option<mpi::environment::Universe>,
+    },
     #[cfg(feature = "mpi")]
     Mpi {
         world: mpi::topology::SimpleCommunicator,
@@ -45,22 +58,26 @@ impl Collective {
         }
     }
 
-    /// The collectives of `place`: initialises MPI for the MPI engine and checks that MPI's
-    /// world is the launcher's.
-    pub fn start(place: &Place) -> Result<Self> {
+    /// The collectives of `place` on `device` (this process's): initialises MPI for the MPI
+    /// engine and checks that MPI's world is the launcher's; for NCCL, shares rank 0's id
+    /// (by MPI under mpirun, else over TCP at the master address) and joins the communicator.
+    pub fn start(place: &Place, device: &burn::tensor::Device, timeout_s: f64) -> Result<Self> {
         match place.engine {
             Engine::None => Ok(Self::local()),
-            Engine::Nccl => Err(TrainError::Distributed {
-                message: "the NCCL engine is not available in this build".into(),
-                hint: "set distributed.backend: mpi".into(),
-            }),
+            #[cfg(feature = "cuda")]
+            Engine::Nccl => start_nccl(place, device, timeout_s),
+            #[cfg(not(feature = "cuda"))]
+            Engine::Nccl => {
+                let _ = (device, timeout_s);
+                Err(TrainError::Distributed {
+                    message: "the NCCL engine needs a gpt2 built with the `cuda` feature".into(),
+                    hint: "build with --features cuda, or set distributed.backend: mpi".into(),
+                })
+            }
             #[cfg(feature = "mpi")]
             Engine::Mpi => {
                 use mpi::traits::Communicator;
-                let universe = mpi::initialize().ok_or_else(|| TrainError::Distributed {
-                    message: "MPI was already initialised in this process".into(),
-                    hint: "start one training run per process".into(),
-                })?;
+                let universe = init_mpi()?;
                 let world = universe.world();
                 let (rank, size) = (world.rank() as usize, world.size() as usize);
                 if (rank, size) != (place.rank, place.world_size) {
@@ -94,9 +111,41 @@ impl Collective {
         self.world_size
     }
 
+    /// One process and no engine: every collective is a no-op. (A one-rank NCCL
+    /// communicator is not local: it runs its collectives, to check them on one GPU.)
+    pub fn is_local(&self) -> bool {
+        matches!(self.inner, Inner::Local)
+    }
+
+    /// Replaces each bucket by its mean over the ranks on the device itself where the engine
+    /// can (NCCL), returning `true`; `false` where the caller must go through the host.
+    pub fn mean_on_device(&self, buckets: &[burn::tensor::Tensor<1>]) -> bool {
+        match &self.inner {
+            #[cfg(feature = "cuda")]
+            Inner::Nccl { comm, rank, .. } => {
+                comm.all_reduce_mean(buckets)
+                    .unwrap_or_else(|e| fatal(*rank, comm, e));
+                true
+            }
+            _ => {
+                let _ = buckets;
+                false
+            }
+        }
+    }
+
     /// Elementwise sum over the ranks, in place.
     pub fn sum_f32(&self, buf: &mut [f32]) {
         match &self.inner {
+            // Small buffers only (ZeRO-1, which would send large ones, is MPI's): through
+            // f64, exact for the f32 values and their two-term sums.
+            #[cfg(feature = "cuda")]
+            Inner::Nccl { comm, rank, .. } => {
+                let mut wide: Vec<f64> = buf.iter().map(|&x| x as f64).collect();
+                comm.sum_f64(&mut wide)
+                    .unwrap_or_else(|e| fatal(*rank, comm, e));
+                buf.iter_mut().zip(wide).for_each(|(x, w)| *x = w as f32);
+            }
             Inner::Local => {}
             #[cfg(feature = "mpi")]
             Inner::Mpi { world, .. } => {
@@ -110,6 +159,10 @@ impl Collective {
     /// Elementwise sum over the ranks, in place.
     pub fn sum_f64(&self, buf: &mut [f64]) {
         match &self.inner {
+            #[cfg(feature = "cuda")]
+            Inner::Nccl { comm, rank, .. } => {
+                comm.sum_f64(buf).unwrap_or_else(|e| fatal(*rank, comm, e))
+            }
             Inner::Local => {}
             #[cfg(feature = "mpi")]
             Inner::Mpi { world, .. } => {
@@ -123,6 +176,10 @@ impl Collective {
     /// Rank 0's `buf` on every rank.
     pub fn broadcast_f64(&self, buf: &mut [f64]) {
         match &self.inner {
+            #[cfg(feature = "cuda")]
+            Inner::Nccl { comm, rank, .. } => comm
+                .broadcast_f64(0, buf)
+                .unwrap_or_else(|e| fatal(*rank, comm, e)),
             Inner::Local => {}
             #[cfg(feature = "mpi")]
             Inner::Mpi { world, .. } => {
@@ -135,6 +192,8 @@ impl Collective {
     /// `send` summed over the ranks into `recv` on `root` (`Some` there, `None` elsewhere).
     pub fn reduce_sum_f32(&self, root: usize, send: &[f32], recv: Option<&mut [f32]>) {
         match &self.inner {
+            #[cfg(feature = "cuda")]
+            Inner::Nccl { .. } => unreachable!("{ZERO_IS_MPI}"),
             Inner::Local => {
                 if let Some(recv) = recv {
                     recv.copy_from_slice(send);
@@ -164,6 +223,8 @@ impl Collective {
     /// `root`'s `buf` on every rank.
     pub fn broadcast_f32(&self, root: usize, buf: &mut [f32]) {
         match &self.inner {
+            #[cfg(feature = "cuda")]
+            Inner::Nccl { .. } => unreachable!("{ZERO_IS_MPI}"),
             Inner::Local => {}
             #[cfg(feature = "mpi")]
             Inner::Mpi { world, .. } => {
@@ -178,6 +239,8 @@ impl Collective {
     /// `buf` to rank `to` (which calls [`Collective::recv_f32`] with a buffer of its length).
     pub fn send_f32(&self, to: usize, buf: &[f32]) {
         match &self.inner {
+            #[cfg(feature = "cuda")]
+            Inner::Nccl { .. } => unreachable!("{ZERO_IS_MPI}"),
             Inner::Local => {}
             #[cfg(feature = "mpi")]
             Inner::Mpi { world, .. } => {
@@ -195,6 +258,8 @@ impl Collective {
     /// What rank `from` sent with [`Collective::send_f32`], into `buf` (its length must match).
     pub fn recv_f32(&self, from: usize, buf: &mut [f32]) {
         match &self.inner {
+            #[cfg(feature = "cuda")]
+            Inner::Nccl { .. } => unreachable!("{ZERO_IS_MPI}"),
             Inner::Local => {}
             #[cfg(feature = "mpi")]
             Inner::Mpi { world, .. } => {
@@ -218,6 +283,10 @@ impl Collective {
     /// Every rank waits for all.
     pub fn barrier(&self) {
         match &self.inner {
+            #[cfg(feature = "cuda")]
+            Inner::Nccl { comm, rank, .. } => {
+                comm.barrier().unwrap_or_else(|e| fatal(*rank, comm, e))
+            }
             Inner::Local => {}
             #[cfg(feature = "mpi")]
             Inner::Mpi { world, .. } => {
@@ -231,6 +300,11 @@ impl Collective {
     /// Returns only for one process, where there is nobody to end.
     pub fn abort(&self, code: i32) {
         match &self.inner {
+            #[cfg(feature = "cuda")]
+            Inner::Nccl { comm, .. } => {
+                comm.abort();
+                std::process::exit(code)
+            }
             Inner::Local => {}
             #[cfg(feature = "mpi")]
             Inner::Mpi { world, .. } => {
@@ -239,4 +313,82 @@ impl Collective {
             }
         }
     }
+}
+
+/// MPI, initialised once for the process.
+#[cfg(feature = "mpi")]
+fn init_mpi() -> Result<mpi::environment::Universe> {
+    mpi::initialize().ok_or_else(|| TrainError::Distributed {
+        message: "MPI was already initialised in this process".into(),
+        hint: "start one training run per process".into(),
+    })
+}
+
+/// A failed NCCL call: this rank says so and tears its communicator down, and the launcher ends
+/// the others (a collective has no way back to a consistent step).
+#[cfg(feature = "cuda")]
+fn fatal(rank: usize, comm: &gpt2_model::nccl::Comm, message: String) -> ! {
+    eprintln!("rank {rank}: error: NCCL: {message}");
+    comm.abort();
+    std::process::exit(1)
+}
+
+/// NCCL: rank 0's unique id shared (MPI broadcast under mpirun, else the TCP rendezvous at the
+/// master address), then every rank joins on its device.
+#[cfg(feature = "cuda")]
+fn start_nccl(place: &Place, device: &burn::tensor::Device, timeout_s: f64) -> Result<Collective> {
+    use gpt2_model::nccl;
+    let failed = |message: String| TrainError::Distributed {
+        message,
+        hint: "check the NCCL installation and the rendezvous (docs/gpus.md, \"Several machines\")"
+            .into(),
+    };
+    let mut id = [0u8; nccl::ID_BYTES];
+    if place.rank == 0 {
+        id = nccl::unique_id().map_err(failed)?;
+    }
+    #[cfg(feature = "mpi")]
+    let mut universe = None;
+    if place.world_size > 1 {
+        #[cfg(feature = "mpi")]
+        let by_mpi = place.launcher == crate::world::Launcher::OpenMpi;
+        #[cfg(not(feature = "mpi"))]
+        let by_mpi = false;
+        if by_mpi {
+            #[cfg(feature = "mpi")]
+            {
+                use mpi::traits::{Communicator, Root};
+                let u = init_mpi()?;
+                u.world().process_at_rank(0).broadcast_into(&mut id[..]);
+                universe = Some(u);
+            }
+        } else {
+            let master = place.master.as_deref().ok_or_else(|| {
+                failed("no MASTER_ADDR/MASTER_PORT for the NCCL id (the plan checks this)".into())
+            })?;
+            let got = crate::rendezvous::share(
+                place.rank,
+                place.world_size,
+                master,
+                &id,
+                std::time::Duration::from_secs_f64(timeout_s),
+            )?;
+            id = got.as_slice().try_into().map_err(|_| {
+                failed(format!(
+                    "the rendezvous gave {} bytes, not an NCCL id",
+                    got.len()
+                ))
+            })?;
+        }
+    }
+    let comm = nccl::Comm::join(device, place.rank, place.world_size, &id).map_err(failed)?;
+    Ok(Collective {
+        inner: Inner::Nccl {
+            comm,
+            rank: place.rank,
+            #[cfg(feature = "mpi")]
+            _universe: universe,
+        },
+        world_size: place.world_size,
+    })
 }

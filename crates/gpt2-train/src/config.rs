@@ -491,6 +491,12 @@ impl TrainConfig {
                 p.push(e);
                 vec![0]
             });
+        if !(self.distributed.timeout_s > 0.0) {
+            p.push(format!(
+                "distributed.timeout_s {} must be positive (seconds the rendezvous waits)",
+                self.distributed.timeout_s
+            ));
+        }
         if self.distributed.zero > 1 {
             p.push(format!(
                 "distributed.zero {} must be 0 or 1 (ZeRO stage 1 shards the AdamW state; stages 2 and 3 are not implemented)",

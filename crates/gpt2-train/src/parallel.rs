@@ -152,8 +152,8 @@ impl GradMean {
 }
 
 /// Replaces this process's gradient (already the mean of its own replicas) by the mean over
-/// the processes of `collective`: bucket by bucket, read to the host, summed by the engine,
-/// divided by the number of processes and written back to the bucket's device. With one replica
+/// the processes of `collective`: bucket by bucket, on the device with NCCL, else read to the
+/// host, summed by the engine, divided by the number of processes and written back. With one replica
 /// per process this is the arithmetic of [`GradMean::Transfer`] (an f32 sum, then a division
 /// by N), so two processes produce the gradients two replicas in one process do.
 pub fn mean_over_processes(
@@ -162,14 +162,20 @@ pub fn mean_over_processes(
     grads: &mut GradientsParams,
     bucket_mb: f64,
 ) {
-    if collective.world_size() == 1 {
+    if collective.is_local() {
         return;
     }
     let bucket_elems = ((bucket_mb * 1e6 / 4.0) as usize).max(1);
     let layout = Layout::of(model, bucket_elems);
+    let buckets = layout.buckets(grads);
+    // NCCL: in place on the device (each bucket is the only holder of its buffer: the
+    // gradients were taken out of `grads`).
+    if collective.mean_on_device(&buckets) {
+        layout.unpack(&buckets, grads);
+        return;
+    }
     let n = collective.world_size() as f32;
-    let reduced: Vec<Tensor<1>> = layout
-        .buckets(grads)
+    let reduced: Vec<Tensor<1>> = buckets
         .into_iter()
         .map(|b| {
             let device = b.device();

@@ -242,9 +242,11 @@ struct StepStats {
 /// 0 alone writes the run directory and prints, and a rank that fails prints its error and ends
 /// the whole job (`Collective::abort`) rather than leave its peers waiting in a collective.
 pub fn train(plan: TrainPlan, opts: &TrainOptions) -> Result<Summary> {
-    let collective = Collective::start(&plan.world)?;
+    let devices = devices(&plan)?;
+    let timeout = plan.config.distributed.timeout_s;
+    let collective = Collective::start(&plan.world, &devices[0], timeout)?;
     let rank = plan.world.rank;
-    let result = run(plan, opts, &collective);
+    let result = run(plan, opts, &collective, devices);
     if let Err(e) = &result {
         if collective.world_size() > 1 {
             eprintln!("rank {rank}: error: {e}");
@@ -254,7 +256,12 @@ pub fn train(plan: TrainPlan, opts: &TrainOptions) -> Result<Summary> {
     result
 }
 
-fn run(plan: TrainPlan, opts: &TrainOptions, collective: &Collective) -> Result<Summary> {
+fn run(
+    plan: TrainPlan,
+    opts: &TrainOptions,
+    collective: &Collective,
+    devices: Vec<Device>,
+) -> Result<Summary> {
     let cfg = plan.config.clone();
     let run_dir = cfg.run_dir.clone();
     let main = plan.world.is_main();
@@ -265,7 +272,6 @@ fn run(plan: TrainPlan, opts: &TrainOptions, collective: &Collective) -> Result<
     };
 
     // --- Devices, and the plan fitted to them (refused here if it cannot fit). --------------
-    let devices = devices(&plan)?;
     gpt2_model::device::set_composed_kernels(
         cfg.device.kernels == crate::config::Kernels::Composed,
     );

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 /// `distributed:` in the run config. Everything is optional: a launcher's variables fill in
 /// what is not set, and without either the run is one process.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DistributedConfig {
     /// The engine that averages gradients between processes: `auto` (NCCL on CUDA, MPI on
@@ -41,10 +41,33 @@ pub struct DistributedConfig {
     pub master_addr: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub master_port: Option<u16>,
+    /// Seconds the TCP rendezvous waits for every rank (rank 0) or for rank 0 (the others).
+    #[serde(default = "rendezvous_timeout_s")]
+    pub timeout_s: f64,
     /// ZeRO stage: 0 (every process keeps the whole AdamW state) or 1 (each keeps its 1/world:
     /// `zero.rs`). A no-op for one process.
     #[serde(default)]
     pub zero: u8,
+}
+
+fn rendezvous_timeout_s() -> f64 {
+    300.0
+}
+
+impl Default for DistributedConfig {
+    fn default() -> Self {
+        Self {
+            backend: Backend::Auto,
+            rank: None,
+            world_size: None,
+            local_rank: None,
+            local_world_size: None,
+            master_addr: None,
+            master_port: None,
+            timeout_s: rendezvous_timeout_s(),
+            zero: 0,
+        }
+    }
 }
 
 /// `distributed.backend`.
@@ -278,26 +301,35 @@ impl Place {
             },
             _ => None,
         };
-        let engine = if world_size <= 1 {
-            Engine::None
-        } else {
-            match (cfg.backend, kind) {
-                (Backend::Auto, "cuda") | (Backend::Nccl, _) => Engine::Nccl,
-                (Backend::Auto, _) | (Backend::Mpi, _) => Engine::Mpi,
-            }
+        // One process has nothing to exchange, unless NCCL is asked for by name (a one-rank
+        // communicator: how a single GPU checks the NCCL path).
+        let engine = match (cfg.backend, kind) {
+            (Backend::Nccl, _) => Engine::Nccl,
+            _ if world_size <= 1 => Engine::None,
+            (Backend::Auto, "cuda") => Engine::Nccl,
+            (Backend::Auto, _) | (Backend::Mpi, _) => Engine::Mpi,
         };
         if engine == Engine::Nccl {
             if kind != "cuda" {
                 problems.push(format!(
                     "distributed.backend nccl runs on device.kind cuda, not {kind}: use backend mpi (or auto)"
                 ));
-            } else {
+            }
+            if cfg.zero > 0 {
                 problems.push(
-                    "distributed.backend nccl (the default on cuda) is not available in this build yet: \
-                     set `distributed.backend: mpi` and launch with mpirun or srun (the gradients go \
-                     through the host; docs/gpus.md, \"Several machines\")"
+                    "distributed.zero 1 runs on the MPI engine (distributed.backend: mpi); with NCCL use zero 0"
                         .into(),
                 );
+            }
+            // The NCCL id travels by MPI under mpirun, else over TCP from rank 0.
+            let by_mpi = launcher == Launcher::OpenMpi && cfg!(feature = "mpi");
+            if world_size > 1 && !by_mpi && master.is_none() {
+                problems.push(format!(
+                    "the NCCL engine needs a rendezvous to share its id: MASTER_ADDR and MASTER_PORT \
+                     (torchrun sets them) or distributed.master_addr/master_port, or mpirun with a \
+                     gpt2 built with the `mpi` feature (launcher here: {})",
+                    launcher.describe()
+                ));
             }
         }
         if !problems.is_empty() {
@@ -378,7 +410,7 @@ impl Place {
         let engine = match self.engine {
             Engine::None => "none",
             Engine::Mpi => "MPI (host-staged all-reduce)",
-            Engine::Nccl => "NCCL",
+            Engine::Nccl => "NCCL (all-reduce on the devices)",
         };
         format!(
             "{} processes, {} per node; this is rank {} (local {}); launcher {}; engine {engine}",
@@ -629,7 +661,7 @@ mod tests {
             m.contains("distributed.rank=3 is not below distributed.world_size=3"),
             "{m}"
         );
-        // NCCL: CUDA only, and not in this build yet.
+        // NCCL: CUDA only, on zero 0, with a rendezvous.
         let two = [("RANK", "0"), ("WORLD_SIZE", "2")];
         let nccl = DistributedConfig {
             backend: Backend::Nccl,
@@ -642,7 +674,35 @@ mod tests {
         let m = Place::detect(&d, "cuda", &env_of(&two))
             .unwrap_err()
             .join("\n");
-        assert!(m.contains("set `distributed.backend: mpi`"), "{m}");
+        assert!(
+            m.contains("needs a rendezvous to share its id: MASTER_ADDR"),
+            "{m}"
+        );
+        let zero1 = DistributedConfig {
+            zero: 1,
+            ..nccl.clone()
+        };
+        let m = Place::detect(&zero1, "cuda", &env_of(&TORCH_R3))
+            .unwrap_err()
+            .join("\n");
+        assert!(
+            m.contains("distributed.zero 1 runs on the MPI engine"),
+            "{m}"
+        );
+        // torchrun's rendezvous: auto is NCCL on CUDA; one process asks for it by name only.
+        let p = Place::detect(&d, "cuda", &env_of(&TORCH_R3)).unwrap();
+        assert_eq!(
+            (p.engine, p.master.as_deref()),
+            (Engine::Nccl, Some("10.0.0.1:29500"))
+        );
+        assert_eq!(
+            Place::detect(&d, "cuda", &env_of(&[])).unwrap().engine,
+            Engine::None
+        );
+        assert_eq!(
+            Place::detect(&nccl, "cuda", &env_of(&[])).unwrap().engine,
+            Engine::Nccl
+        );
     }
 
     /// What `device.ids` means under a launcher, and two ranks on one GPU refused.
