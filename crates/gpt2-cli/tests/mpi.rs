@@ -301,3 +301,51 @@ fn sigterm_to_mpirun_stops_every_rank_at_one_checkpoint() {
         "{err}"
     );
 }
+
+/// The plan's memory estimate under ZeRO-1 shows this process's share of the AdamW state: for
+/// 1542M on 8 processes the 12.5 GB → 1.6 GB (the world given in the config, so no
+/// launcher is needed for a dry run).
+#[test]
+fn the_plan_shows_a_zero_1_processs_share_of_adamw() {
+    if !mpi_or_skip("the ZeRO-1 plan") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let shards = shards(dir.path());
+    let cfg = write_config(dir.path(), "plan", &shards, 4);
+    let adamw = |zero: u8| {
+        let out = Command::new(env!("CARGO_BIN_EXE_gpt2"))
+            .args(["train", "--dry-run", "--config"])
+            .arg(&cfg)
+            .args([
+                "--set",
+                "model=gpt2-1542m",
+                "--set",
+                "batch.total_batch_tokens=512",
+            ])
+            .args([
+                "--set",
+                "distributed.rank=0",
+                "--set",
+                "distributed.world_size=8",
+            ])
+            .args(["--set", &format!("distributed.zero={zero}")])
+            .output()
+            .unwrap();
+        assert_ok(&out, "--dry-run");
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(err.contains("8 processes"), "{err}");
+        let row = err
+            .lines()
+            .find(|l| l.contains("memory/device"))
+            .unwrap_or_else(|| panic!("{err}"))
+            .to_string();
+        row
+    };
+    let (zero0, zero1) = (adamw(0), adamw(1));
+    assert!(zero0.contains("AdamW 12460.9 MB,"), "{zero0}");
+    assert!(
+        zero1.contains("AdamW 1558.1 MB (ZeRO-1: this process's share)"),
+        "{zero1}"
+    );
+}
