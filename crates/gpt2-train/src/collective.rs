@@ -81,7 +81,7 @@ impl Collective {
                 let world = universe.world();
                 let (rank, size) = (world.rank() as usize, world.size() as usize);
                 if (rank, size) != (place.rank, place.world_size) {
-                    return Err(TrainError::Distributed {
+                    let e = TrainError::Distributed {
                         message: format!(
                             "MPI sees rank {rank} of {size} processes, but the run is rank {} of {} (from {:?})",
                             place.rank, place.world_size, place.launcher
@@ -89,8 +89,12 @@ impl Collective {
                         hint: "the MPI engine needs the processes started by mpirun or srun (not torchrun), \
                                and distributed.rank/world_size, where set, must match them"
                             .into(),
-                    });
+                    };
+                    // Returning would finalise MPI, which waits for the other ranks.
+                    eprintln!("rank {rank}: error: {e}");
+                    world.abort(1);
                 }
+                abort_on_panic(place.rank);
                 Ok(Self {
                     inner: Inner::Mpi {
                         world,
@@ -381,7 +385,20 @@ fn start_nccl(place: &Place, device: &burn::tensor::Device, timeout_s: f64) -> R
             })?;
         }
     }
-    let comm = nccl::Comm::join(device, place.rank, place.world_size, &id).map_err(failed)?;
+    let comm = match nccl::Comm::join(device, place.rank, place.world_size, &id) {
+        Ok(comm) => comm,
+        Err(e) => {
+            // With MPI initialised, returning would finalise it, which waits for the others.
+            #[cfg(feature = "mpi")]
+            if let Some(u) = &universe {
+                use mpi::traits::Communicator;
+                eprintln!("rank {}: error: NCCL: {e}", place.rank);
+                u.world().abort(1);
+            }
+            return Err(failed(e));
+        }
+    };
+    abort_on_panic(place.rank);
     Ok(Collective {
         inner: Inner::Nccl {
             comm,
@@ -391,4 +408,17 @@ fn start_nccl(place: &Place, device: &burn::tensor::Device, timeout_s: f64) -> R
         },
         world_size: place.world_size,
     })
+}
+
+/// In a multi-process run a panic must end the job: unwinding would finalise MPI (which waits for
+/// every rank) or leave the peers in a collective. The panic is printed as usual, then the
+/// process aborts, and the launcher ends the others.
+#[cfg(any(feature = "mpi", feature = "cuda"))]
+fn abort_on_panic(rank: usize) {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default(info);
+        eprintln!("rank {rank}: a panic ends the job");
+        std::process::abort();
+    }));
 }

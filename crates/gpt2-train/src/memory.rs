@@ -444,7 +444,6 @@ fn flash_attention_shortfall(head_dim: usize, shared: usize, units: usize) -> Op
     }
 }
 
-/// Bytes as MB (10⁶), one decimal.
 /// The ZeRO-1 cut of the plan's parameters over its processes, where it shards anything.
 pub fn zero_shards(plan: &TrainPlan) -> Option<crate::zero::Shards> {
     (plan.config.distributed.zero == 1 && plan.world.world_size > 1).then(|| {
@@ -455,6 +454,7 @@ pub fn zero_shards(plan: &TrainPlan) -> Option<crate::zero::Shards> {
     })
 }
 
+/// Bytes as MB (10⁶), one decimal.
 pub fn mb(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / 1e6)
 }

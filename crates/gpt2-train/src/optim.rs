@@ -162,6 +162,18 @@ impl AdamW {
         self.moments.insert(name, (m, v));
     }
 
+    /// The same state on `device`.
+    pub fn to_device(self, device: &Device) -> Self {
+        Self {
+            t: self.t,
+            moments: self
+                .moments
+                .into_iter()
+                .map(|(k, (m, v))| (k, (m.to_device(device), v.to_device(device))))
+                .collect(),
+        }
+    }
+
     /// Keeps the state of the parameters `keep` accepts (ZeRO-1: a rank's own).
     pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
         self.moments.retain(|name, _| keep(name));

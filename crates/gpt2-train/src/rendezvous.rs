@@ -53,11 +53,14 @@ fn serve(
         .rsplit_once(':')
         .and_then(|(_, p)| p.parse::<u16>().ok())
         .ok_or_else(|| failed(format!("rendezvous address `{master}` has no port")))?;
-    let listener = TcpListener::bind(("0.0.0.0", port)).map_err(|e| {
-        failed(format!(
-            "rank 0 cannot listen on port {port} ({master}): {e}"
-        ))
-    })?;
+    // Every interface, IPv6 and IPv4 (a dual-stack socket), or IPv4 alone where IPv6 is off.
+    let listener = TcpListener::bind(("::", port))
+        .or_else(|_| TcpListener::bind(("0.0.0.0", port)))
+        .map_err(|e| {
+            failed(format!(
+                "rank 0 cannot listen on port {port} ({master}): {e}"
+            ))
+        })?;
     listener
         .set_nonblocking(true)
         .map_err(|e| failed(format!("rank 0: {e}")))?;
@@ -68,7 +71,10 @@ fn serve(
             Ok((mut stream, from)) => {
                 // A stranger (a port scan, another job) is dropped, not fatal.
                 let _ = stream.set_nonblocking(false);
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let left = deadline.saturating_duration_since(Instant::now());
+                let _ = stream.set_read_timeout(Some(
+                    left.clamp(Duration::from_millis(100), Duration::from_secs(5)),
+                ));
                 let mut hello = [0u8; 16];
                 if stream.read_exact(&mut hello).is_err() || &hello[..8] != MAGIC {
                     eprintln!("warning: rendezvous: ignoring a connection from {from} that is not a gpt2 rank");
@@ -118,14 +124,20 @@ fn serve(
 fn fetch(rank: usize, master: &str, deadline: Instant, timeout: Duration) -> Result<Vec<u8>> {
     let mut last_error: String;
     loop {
+        // Each address the name resolves to, in turn (IPv6 and IPv4 alike).
         let attempt = master
             .to_socket_addrs()
             .map_err(|e| e.to_string())
-            .and_then(|mut a| a.next().ok_or_else(|| "no address".to_string()))
-            .and_then(|a| {
-                let left = deadline.saturating_duration_since(Instant::now());
-                TcpStream::connect_timeout(&a, left.max(Duration::from_millis(1)))
-                    .map_err(|e| e.to_string())
+            .and_then(|addrs| {
+                let mut last = "no address".to_string();
+                for a in addrs {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match TcpStream::connect_timeout(&a, left.max(Duration::from_millis(1))) {
+                        Ok(s) => return Ok(s),
+                        Err(e) => last = format!("{a}: {e}"),
+                    }
+                }
+                Err(last)
             });
         match attempt {
             Ok(mut stream) => {

@@ -308,12 +308,17 @@ fn run(
     same_weights_everywhere(collective, ranks[0].model(), state.step)?;
     if plan.world.world_size > 1 {
         say(format!(
-            "data parallel: {} processes × {} {:?}, {} tokens/step in total, gradients: mean over the processes by {:?}, through the host, in {} MB buckets",
+            "data parallel: {} processes × {} {:?}, {} tokens/step in total, gradients: mean over the processes by {:?} ({}), in {} MB buckets",
             plan.world.world_size,
             cfg.device.kind,
             plan.process_device_ids,
             plan.tokens_per_step,
             plan.world.engine,
+            if plan.world.engine == crate::world::Engine::Nccl {
+                "on the devices"
+            } else {
+                "through the host"
+            },
             cfg.device.bucket_mb
         ));
     } else if ranks.len() > 1 {
@@ -459,13 +464,15 @@ fn run(
         {
             // ZeRO-1: the whole AdamW state gathered on rank 0 (every rank takes part).
             let gathered = shards.as_ref().and_then(|shards| {
+                // The others' moments land in host memory (flex), not beside rank 0's on its
+                // device: the checkpoint reads them to the host anyway.
                 crate::zero::gather_optimizer(
                     collective,
                     shards,
                     plan.world.rank,
                     ranks[0].model(),
                     &ranks[0].opt,
-                    &devices[0],
+                    &Device::flex(),
                 )
             });
             if main {
@@ -690,16 +697,23 @@ fn replicas(
             Some(dir) => {
                 // The whole state (any world size and ZeRO setting wrote the one format);
                 // under ZeRO-1 this process keeps its own tensors' moments.
-                let mut opt = AdamW::load(&dir.join(checkpoint::OPTIMIZER), &devices[r])?;
+                let path = dir.join(checkpoint::OPTIMIZER);
                 match shards {
+                    // Read to the host, trimmed to this process's share, then moved to its
+                    // device: the whole state never sits on the device.
                     Some(shards) => {
+                        let mut opt = AdamW::load(&path, &Device::flex())?;
                         crate::zero::keep_own(&mut opt, &model, shards, plan.world.rank);
                         let own = crate::zero::owned_names(&model, shards, plan.world.rank);
                         opt.check_covers_some(&model, dir, |n| own.iter().any(|o| o == n))?;
+                        opt.to_device(&devices[r])
                     }
-                    None => opt.check_covers(&model, dir)?,
+                    None => {
+                        let opt = AdamW::load(&path, &devices[r])?;
+                        opt.check_covers(&model, dir)?;
+                        opt
+                    }
                 }
-                opt
             }
             None => AdamW::default(),
         };
@@ -886,8 +900,12 @@ fn validate(
     collective: &Collective,
     parallel: bool,
 ) -> Result<Option<f64>> {
-    // Every process reaches the same answer: the val split is one set of shards for all.
-    if plan.config.eval.tokens == 0 || ranks.iter().any(|r| r.val.is_none()) {
+    if plan.config.eval.tokens == 0 {
+        return Ok(None);
+    }
+    // All processes skip together if any lacks its share of the val split, so no rank is left
+    // waiting in the sum below.
+    if agreed_any(collective, ranks.iter().any(|r| r.val.is_none())) {
         return Ok(None);
     }
     let c = &plan.config;

@@ -286,19 +286,27 @@ impl Place {
                 local_size.0, size.0
             ));
         }
-        let master = match (
-            cfg.master_addr.clone().or_else(|| env("MASTER_ADDR")),
-            cfg.master_port
-                .map(|p| p.to_string())
-                .or_else(|| env("MASTER_PORT")),
-        ) {
-            (Some(a), Some(p)) => match p.trim().parse::<u16>() {
-                Ok(p) => Some(format!("{a}:{p}")),
-                Err(_) => {
-                    problems.push(format!("MASTER_PORT={p} is not a port number (1-65535)"));
+        // torchrun's agent keeps its own store listening on MASTER_PORT for the whole job, so
+        // rank 0 serves the NCCL id one port above it; a port set in the config is used as is.
+        let port = match (cfg.master_port, env("MASTER_PORT")) {
+            (Some(p), _) => Some(p),
+            (None, Some(p)) => match p.trim().parse::<u16>() {
+                Ok(p) if p < u16::MAX => Some(p + 1),
+                _ => {
+                    problems.push(format!(
+                        "MASTER_PORT={p} is not a port number below 65535 (the NCCL id is served on MASTER_PORT + 1)"
+                    ));
                     None
                 }
             },
+            (None, None) => None,
+        };
+        let master = match (cfg.master_addr.clone().or_else(|| env("MASTER_ADDR")), port) {
+            // An IPv6 literal is bracketed so the port stays apart from it.
+            (Some(a), Some(p)) if a.contains(':') && !a.starts_with('[') => {
+                Some(format!("[{a}]:{p}"))
+            }
+            (Some(a), Some(p)) => Some(format!("{a}:{p}")),
             _ => None,
         };
         // One process has nothing to exchange, unless NCCL is asked for by name (a one-rank
@@ -309,6 +317,12 @@ impl Place {
             (Backend::Auto, "cuda") => Engine::Nccl,
             (Backend::Auto, _) | (Backend::Mpi, _) => Engine::Mpi,
         };
+        if engine == Engine::Mpi && launcher == Launcher::Torchrun {
+            problems.push(format!(
+                "torchrun (RANK={r}, WORLD_SIZE={world_size}) starts processes that MPI does not see, and \
+                 device.kind {kind} averages gradients with MPI: launch with mpirun or srun instead"
+            ));
+        }
         if engine == Engine::Nccl {
             if kind != "cuda" {
                 problems.push(format!(
@@ -377,6 +391,13 @@ impl Place {
     /// that every rank shares, so its ids only count replicas.
     pub fn device_ids(&self, kind: &str, ids: &[usize]) -> Result<Vec<usize>, String> {
         if self.world_size == 1 {
+            if self.engine == Engine::Nccl && ids.len() > 1 {
+                return Err(format!(
+                    "device.ids {ids:?} with distributed.backend nccl: the NCCL engine joins \
+                     processes, one device each; for several devices in one process leave the \
+                     backend as auto"
+                ));
+            }
             return Ok(ids.to_vec());
         }
         let (lr, ls) = (self.local_rank, self.local_world_size);
@@ -508,7 +529,8 @@ mod tests {
         let p = place(&d, &OMPI_R1).unwrap();
         assert_eq!(p, mpi);
         assert_eq!(p.build_problem().is_some(), !cfg!(feature = "mpi"));
-        let t = place(&d, &TORCH_R3).unwrap();
+        // torchrun on CUDA (NCCL); on flex it is refused (MPI cannot see its processes).
+        let t = Place::detect(&d, "cuda", &env_of(&TORCH_R3)).unwrap();
         assert_eq!(
             (
                 t.rank,
@@ -519,7 +541,8 @@ mod tests {
             ),
             (3, 8, 3, 4, Launcher::Torchrun)
         );
-        assert_eq!(t.master.as_deref(), Some("10.0.0.1:29500"));
+        // torchrun's own store holds MASTER_PORT: ours is the next one.
+        assert_eq!(t.master.as_deref(), Some("10.0.0.1:29501"));
         let s = place(&d, &SRUN_R5).unwrap();
         assert_eq!(
             (
@@ -548,7 +571,7 @@ mod tests {
         let read = |cfg: &DistributedConfig, pairs: &[(&str, &str)]| place(cfg, pairs).unwrap();
         let p = read(&d, &all);
         assert_eq!((p.rank, p.launcher), (1, Launcher::OpenMpi));
-        let p = read(&d, &all[4..]);
+        let p = Place::detect(&d, "cuda", &env_of(&all[4..])).unwrap();
         assert_eq!((p.rank, p.launcher), (3, Launcher::Torchrun));
         let p = read(&d, &SRUN_R5);
         assert_eq!((p.rank, p.launcher), (5, Launcher::Slurm));
@@ -632,6 +655,11 @@ mod tests {
             ("MASTER_PORT", "99999"),
         ]);
         assert!(m.contains("MASTER_PORT=99999 is not a port number"), "{m}");
+        let m = msg(&TORCH_R3);
+        assert!(
+            m.contains("torchrun (RANK=3, WORLD_SIZE=8) starts processes that MPI does not see"),
+            "{m}"
+        );
         let uneven = [
             ("SLURM_STEP_ID", "0"),
             ("SLURM_PROCID", "0"),
@@ -693,7 +721,7 @@ mod tests {
         let p = Place::detect(&d, "cuda", &env_of(&TORCH_R3)).unwrap();
         assert_eq!(
             (p.engine, p.master.as_deref()),
-            (Engine::Nccl, Some("10.0.0.1:29500"))
+            (Engine::Nccl, Some("10.0.0.1:29501"))
         );
         assert_eq!(
             Place::detect(&d, "cuda", &env_of(&[])).unwrap().engine,
@@ -727,6 +755,13 @@ mod tests {
             e.contains("device.ids [2]") && e.contains("two ranks on one GPU"),
             "{e}"
         );
+        let one_nccl = Place {
+            engine: Engine::Nccl,
+            ..Place::default()
+        };
+        assert_eq!(one_nccl.device_ids("cuda", &[3]).unwrap(), vec![3]);
+        let e = one_nccl.device_ids("cuda", &[0, 1]).unwrap_err();
+        assert!(e.contains("with distributed.backend nccl"), "{e}");
         let e = p.device_ids("cuda", &[0, 1, 2]).unwrap_err();
         assert!(
             e.contains("device.ids [0, 1, 2] has 3 entries but 2 ranks"),
