@@ -27,24 +27,34 @@ test:
 	@set -o pipefail; $(CARGO) test --workspace --features "$(FEATURES)" --no-fail-fast 2>&1 | tee target/test-output.log; \
 	status=$$?; bash scripts/test-summary.sh target/test-output.log; exit $$status
 
-## Type-check the CUDA path without a GPU or network (with `mpi` where Open MPI is installed, so
-## the NCCL engine's MPI rendezvous is checked too) (.cargo/config.toml sets DOCS_RS so the
-## LLVM bundler of cubecl-llvm downloads nothing). In the shared target dir: its proc macros and
-## build scripts are the test build's, and the CUDA crates' metadata sits beside the test
-## build's artifacts (different feature hashes) without replacing them.
+## Build the `cuda` gpt2 without a GPU or network (with `mpi` where Open MPI is installed, so
+## the NCCL engine's MPI rendezvous is built too; .cargo/config.toml sets DOCS_RS so the LLVM
+## bundler of cubecl-llvm downloads nothing), kept as target/cuda-standin/gpt2 for
+## check-cuda-kernels' runs under the stand-in driver. A build, not a type-check: the kernel
+## example already compiles Burn's CUDA crates, so this adds our crates and the link. In the
+## shared target dir: its proc macros and build scripts are the test build's; it replaces
+## target/debug/gpt2, which the next `make test` relinks.
+CUDA_FEATURES := cuda$(if $(HAVE_MPI),$(comma)mpi)
 check-cuda:
-	$(CARGO) check -p gpt2-cli --features cuda$(if $(HAVE_MPI),$(comma)mpi)
+	$(CARGO) build -p gpt2-cli --features "$(CUDA_FEATURES)"
+	mkdir -p target/cuda-standin
+	cp target/debug/gpt2 target/cuda-standin/gpt2
 
-## Our CubeCL kernels as the CUDA C++ cubecl-cuda generates for an A100 (sm_80) and an H100
+## a. Our CubeCL kernels as the CUDA C++ cubecl-cuda generates for an A100 (sm_80) and an H100
 ## (sm_90), in f32/f16/bf16, compiled by NVIDIA's NVRTC and ptxas from PyPI wheels (no GPU or
 ## driver): fails on a compile error, registers x threads > 64K or shared memory over the
 ## card's limit. Writes target/cuda-kernels/{sm_80,sm_90}/*.cu|.ptx and manifest.jsonl.
+## b. The `cuda` gpt2 of check-cuda (a prerequisite) trains tiny-cpu in f32, bf16 and
+## f16, evaluates and samples against the stand-in driver (scripts/cuda_standin.c): every
+## kernel Burn and we launch is compiled by NVRTC, assembled by ptxas for sm_90a and launched
+## within an H100's limits; none runs. Adds them to manifest.jsonl (scripts/cuda_standin.sh).
 CUDA_WHEELS := nvidia-cuda-nvrtc-cu12==12.9.86 nvidia-cuda-runtime-cu12==12.9.79 nvidia-cuda-nvcc-cu12==12.9.86
 CUDA_PY := target/py-cuda/bin/python
-check-cuda-kernels:
+check-cuda-kernels: check-cuda
 	@$(CUDA_PY) -c 'import nvidia' 2>/dev/null || { mkdir -p target && python3 -m venv target/py-cuda && $(CUDA_PY) -m pip install -q $(CUDA_WHEELS); }
 	$(CARGO) run -q -p gpt2-model --features cuda --example cuda_kernels -- target/cuda-kernels
 	$(CUDA_PY) scripts/cuda_kernels.py target/cuda-kernels
+	bash scripts/cuda_standin.sh target/cuda-standin/gpt2 target/cuda-kernels
 
 ## The `--features cuda` release binary, stripped and gzipped for a GPU machine without network
 ## (target/gpu/gpt2.gz; experiments/gpu.sh unpacks it). ~40 min from clean on 2 cores.

@@ -198,5 +198,101 @@ def summary(manifest, version):
               f"{r['threads']:7} {r['registers'] * r['threads']:10} {r['shared_bytes']:7}")
 
 
+# The names our kernels get in the PTX (cube/*.rs); everything else a run launches is Burn's.
+OURS = ("flash_", "layer_norm_", "gelu_", "softmax_xent_", "token_nll_", "adamw_")
+
+
+def ptxas_per_entry(paths, ptx_path):
+    """ptxas -v for sm_90a on a module: {entry: (registers, spill bytes, static smem)}."""
+    r = subprocess.run([paths["ptxas"], "-v", "-arch=sm_90a", ptx_path, "-o", os.devnull],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        return None, r.stdout + r.stderr
+    out, name = {}, None
+    for line in (r.stdout + r.stderr).splitlines():
+        m = re.search(r"Compiling entry function '([^']+)'", line)
+        if m:
+            name = m.group(1)
+            out[name] = [0, 0, 0]
+            continue
+        if name is None:
+            continue
+        if m := re.search(r"Used (\d+) registers", line):
+            out[name][0] = int(m.group(1))
+        spills = [int(x) for x in re.findall(r"(\d+) bytes spill (?:stores|loads)", line)]
+        out[name][1] += sum(spills)
+        if m := re.search(r"(\d+) bytes smem", line):
+            out[name][2] = int(m.group(1))
+    return out, ""
+
+
+def standin(out):
+    """Adds the kernels of the stand-in driver's runs (scripts/cuda_standin.sh) to the manifest:
+    one row per kernel as launched on sm_90, with its origin, registers, spills, shared memory
+    and launch count; fails on a module that did not assemble or a launch past a limit."""
+    paths = wheel_paths()
+    events = [json.loads(line) for line in open(os.path.join(out, "standin.jsonl"))]
+    modules = [e for e in events if e["event"] == "module"]
+    launches = [e for e in events if e["event"] == "launch"]
+    failures = [f"module {m['id']} ({', '.join(m['entries'])}): ptxas failed for sm_90a"
+                for m in modules if not m["assembled"]]
+    failures += [f"launch of {l['kernel']} grid {l['grid']} block {l['block']} shared "
+                 f"{l['shared']}: {l['why']} past the H100's limit" for l in launches if not l["ok"]]
+    count = Counter(l["kernel"] for l in launches)
+    threads = defaultdict(int)
+    dynamic = defaultdict(int)
+    for l in launches:
+        threads[l["kernel"]] = max(threads[l["kernel"]], l["block"][0] * l["block"][1] * l["block"][2])
+        dynamic[l["kernel"]] = max(dynamic[l["kernel"]], l["shared"])
+    rows, seen = [], set()
+    for m in modules:
+        stats, report = ptxas_per_entry(paths, m["ptx"])
+        if stats is None:
+            failures.append(f"{m['ptx']}: ptxas -v failed:\n{report}")
+            continue
+        with open(m["ptx"]) as f:
+            tensor_cores = bool(re.search(r"\b(mma|wmma)\.", f.read()))
+        for name, (regs, spill, smem) in stats.items():
+            if name in seen:
+                continue
+            seen.add(name)
+            dtype = next((t for t in ("bf16", "f16", "f32", "flex32") if re.search(rf"_{t}(_|$)", name)), "-")
+            row = {"kernel": name, "origin": "ours" if name.startswith(OURS) else "burn", "arch": "sm_90",
+                   "dtype": dtype, "variant": "standin", "source": m["ptx"], "registers": regs,
+                   "spill_bytes": spill, "shared_bytes": smem + dynamic[name], "threads": threads[name],
+                   "launches": count[name], "tensor_cores": tensor_cores, "nvrtc": "run time"}
+            rows.append(row)
+            if regs * threads[name] > REGISTERS_PER_SM:
+                failures.append(f"{name}: {regs} registers x {threads[name]} threads > {REGISTERS_PER_SM}")
+    # Part a's rows stay; an earlier stand-in run's are replaced.
+    path = os.path.join(out, "manifest.jsonl")
+    kept = [line for line in open(path)] if os.path.exists(path) else []
+    kept = [line for line in kept if json.loads(line).get("variant") != "standin"]
+    with open(path, "w") as f:
+        f.writelines(kept)
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+    by = Counter((r["origin"], r["dtype"]) for r in rows)
+    print(f"\nstand-in driver runs: {len(modules)} modules assembled for sm_90a, {len(launches)} launches, "
+          f"{len(rows)} distinct kernels (manifest.jsonl, variant \"standin\")")
+    for (origin, dtype), n in sorted(by.items()):
+        print(f"  {origin:5} {dtype:6} {n:4} kernels")
+    print("most launched:")
+    for name, n in count.most_common(8):
+        print(f"  {n:6}  {name}")
+    tc = sorted(r["kernel"] for r in rows if r["tensor_cores"] and r["origin"] == "burn")
+    print(f"Burn's kernels whose module has mma/wmma instructions: {len(tc)}")
+    spills = [r for r in rows if r["spill_bytes"] > 0]
+    print(f"spilling: {len(spills)}" + "".join(f"\n  {r['kernel']}: {r['spill_bytes']} B" for r in spills))
+    if failures:
+        print(f"\n{len(failures)} FAILED:")
+        for fail in failures:
+            print(f"  - {fail}")
+        return 1
+    return 0
+
+
 if __name__ == "__main__":
+    if len(sys.argv) > 2 and sys.argv[1] == "standin":
+        sys.exit(standin(sys.argv[2]))
     sys.exit(main(sys.argv))

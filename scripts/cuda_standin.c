@@ -10,20 +10,14 @@
 //   - on cuLaunchKernel, checks the launch against the H100's limits (≤ 1,024 threads per block,
 //     grid y/z ≤ 65,535, dynamic shared memory ≤ what cuFuncSetAttribute allowed, at most 227 KiB)
 //     and records it.
-// Every module and launch is appended to $GPT2_STANDIN_LOG as a JSON line.
+// Every module and launch is appended to $GPT2_STANDIN_LOG as a JSON line; with
+// $GPT2_STANDIN_PTX_DIR set, every module's PTX is kept there.
 //
 //   cc -shared -fPIC -O1 -o target/cuda-standin/libcuda.so.1 scripts/cuda_standin.c
 //
-// STATUS (2026-12-06): work in progress, not yet part of `make check-cuda-kernels`. With it first
-// on LD_LIBRARY_PATH (and the wheels' libnvrtc.so.12 directory after it, CUDA_PATH pointing at
-// a directory whose include/ is the cuda_runtime wheel's), a `--features cuda` gpt2 runs
-// `gpt2 train` on device.kind cuda through device discovery, the plan and the memory check to
-// its first kernel, then crashes inside nvrtcCompileProgram (a null read in libnvrtc 12.9, on
-// cubecl-cuda's device thread, options `--gpu-architecture=sm_90a --include-path=...
-// -lineinfo`), also with libnvrtc-builtins preloaded. The same options compile our kernels
-// from Python (scripts/cuda_kernels.py). Not yet known: whether the source (likely one of
-// Burn's kernels) or the 12.9 NVRTC under cudarc's CUDA 13.4 bindings is the cause; issue 27's
-// note says what to try next.
+// Used by scripts/cuda_standin.sh (`make check-cuda-kernels`), which builds it, runs a `cuda`
+// gpt2 against it and adds every module to the kernel manifest. NVRTC opens libcuda too (for
+// cuInit and cuGetExportTable), so it also meets this library.
 #define _GNU_SOURCE
 #include <stdint.h>
 #include <stdio.h>
@@ -184,20 +178,24 @@ CUresult cuModuleLoadData(CUmodule *m, const void *image) {
   const char *ptxas = getenv("GPT2_STANDIN_PTXAS");
   unsigned long id = ++modules;
   int ok = 1;
+  // The PTX is kept in $GPT2_STANDIN_PTX_DIR (for the manifest), else in a temporary file.
+  const char *dir = getenv("GPT2_STANDIN_PTX_DIR");
+  char path[512];
+  snprintf(path, sizeof path, "%s/module-%d-%lu.ptx", dir ? dir : (getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp"),
+           getpid(), id);
+  FILE *f = fopen(path, "w");
+  if (!f) return INVALID_VALUE;
+  fputs(ptx, f);
+  fclose(f);
   if (ptxas) {
-    char path[256], cmd[1024];
-    snprintf(path, sizeof path, "%s/gpt2-standin-%d-%lu.ptx", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", getpid(), id);
-    FILE *f = fopen(path, "w");
-    if (!f) return INVALID_VALUE;
-    fputs(ptx, f);
-    fclose(f);
+    char cmd[1200];
     snprintf(cmd, sizeof cmd, "'%s' -arch=sm_90a -O3 '%s' -o /dev/null 2>&1", ptxas, path);
     ok = system(cmd) == 0;
-    if (ok) unlink(path);
   }
+  if (!dir && ok) unlink(path);
   // The kernel names: every `.entry NAME(` of the PTX.
-  fprintf(log_file(), "{\"event\":\"module\",\"id\":%lu,\"assembled\":%s,\"ptxas\":%s,\"entries\":[", id,
-          ok ? "true" : "false", ptxas ? "true" : "false");
+  fprintf(log_file(), "{\"event\":\"module\",\"id\":%lu,\"ptx\":\"%s\",\"assembled\":%s,\"ptxas\":%s,\"entries\":[",
+          id, dir ? path : "", ok ? "true" : "false", ptxas ? "true" : "false");
   int first = 1;
   for (const char *p = strstr(ptx, ".entry "); p; p = strstr(p + 7, ".entry ")) {
     const char *s = p + 7, *e = strchr(s, '(');
@@ -257,8 +255,8 @@ CUresult cuLaunchKernel(void *func, unsigned gx, unsigned gy, unsigned gz, unsig
   else if (gx == 0 || gy == 0 || gz == 0 || gy > 65535 || gz > 65535) why = "grid dimension";
   else if ((int)shared > f->max_dynamic_shared || (int)shared > SHARED_OPTIN) why = "dynamic shared memory";
   fprintf(log_file(),
-          "{\"event\":\"launch\",\"kernel\":\"%s\",\"grid\":[%u,%u,%u],\"block\":[%u,%u,%u],\"shared\":%u,\"ok\":%s%s%s%s}\n",
-          f->name, gx, gy, gz, bx, by, bz, shared, why ? "false" : "true", why ? ",\"why\":\"" : "", why ? why : "",
+          "{\"event\":\"launch\",\"pid\":%d,\"kernel\":\"%s\",\"grid\":[%u,%u,%u],\"block\":[%u,%u,%u],\"shared\":%u,\"ok\":%s%s%s%s}\n",
+          getpid(), f->name, gx, gy, gz, bx, by, bz, shared, why ? "false" : "true", why ? ",\"why\":\"" : "", why ? why : "",
           why ? "\"" : "");
   return why ? LAUNCH_OUT_OF_RESOURCES : OK;
 }
@@ -272,4 +270,12 @@ CUresult cuGetErrorName(CUresult e, const char **s) {
   (void)e;
   *s = "CUDA_ERROR_STANDIN";
   return OK;
+}
+
+// NVRTC itself opens libcuda and asks for the driver's private export tables (found with
+// LD_DEBUG=symbols); "not supported" makes it go on without them.
+CUresult cuGetExportTable(const void **table, const void *uuid) {
+  (void)uuid;
+  *table = NULL;
+  return 801; // CUDA_ERROR_NOT_SUPPORTED
 }
