@@ -16,7 +16,7 @@ DIR=target/cuda-standin
   exit 2
 }
 export LD_LIBRARY_PATH="$PWD/$DIR:$NV/cuda_nvrtc/lib" CUDA_PATH="$PWD/$DIR/cuda"
-export GPT2_STANDIN_PTXAS="$NV/cuda_nvcc/bin/ptxas"
+export GPT2_STANDIN_PTXAS="$NV/cuda_nvcc/bin/ptxas" GPT2_STANDIN_NVRTC="$NV/cuda_nvrtc/lib/libnvrtc.so.12"
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
 echo "| precision | launches per step | matmul kernels (tensor-core instruction shapes) | spilling kernels |"

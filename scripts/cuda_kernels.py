@@ -238,6 +238,23 @@ def standin(out):
                 for m in modules if not m["assembled"]]
     failures += [f"launch of {l['kernel']} grid {l['grid']} block {l['block']} shared "
                  f"{l['shared']}: {l['why']} past the H100's limit" for l in launches if not l["ok"]]
+    # The recorded CUDA C++ of each kernel (its `__global__` name), compiled again here with NVRTC
+    # through ctypes, outside cubecl and cudarc, with cubecl-cuda's options for sm_90.
+    nvrtc = Nvrtc(paths)
+    include = os.path.join("target", "cuda-standin", "cuda", "include")
+    source_of = {}
+    cu_dir = os.path.join(out, "standin-cu")
+    for name in sorted(os.listdir(cu_dir)) if os.path.isdir(cu_dir) else []:
+        path = os.path.join(cu_dir, name)
+        text = open(path).read()
+        kernels = re.findall(r"__global__\s+void\s+(?:__launch_bounds__\(\d+\)\s+)?(\w+)\s*\(", text)
+        if not kernels or all(k in source_of for k in kernels):
+            continue
+        ok, log, _ = nvrtc.compile(text, ["--gpu-architecture=sm_90a", f"--include-path={include}", "-lineinfo"])
+        if not ok:
+            failures.append(f"{path}: compiles at run time but not again with NVRTC:\n{log}")
+        for k in kernels:
+            source_of.setdefault(k, path)
     count = Counter(l["kernel"] for l in launches)
     threads = defaultdict(int)
     dynamic = defaultdict(int)
@@ -258,7 +275,8 @@ def standin(out):
             seen.add(name)
             dtype = next((t for t in ("bf16", "f16", "f32", "flex32") if re.search(rf"_{t}(_|$)", name)), "-")
             row = {"kernel": name, "origin": "ours" if name.startswith(OURS) else "burn", "arch": "sm_90",
-                   "dtype": dtype, "variant": "standin", "source": m["ptx"], "registers": regs,
+                   "dtype": dtype, "variant": "standin", "source": source_of.get(name),
+                   "ptx": m["ptx"], "registers": regs,
                    "spill_bytes": spill, "shared_bytes": smem + dynamic[name], "threads": threads[name],
                    "launches": count[name], "tensor_cores": tensor_cores, "nvrtc": "run time"}
             rows.append(row)
@@ -273,8 +291,12 @@ def standin(out):
         for row in rows:
             f.write(json.dumps(row) + "\n")
     by = Counter((r["origin"], r["dtype"]) for r in rows)
+    missing = [r["kernel"] for r in rows if r["source"] is None]
+    if missing:
+        failures.append(f"no recorded source for {len(missing)} kernels, e.g. {missing[0]}")
     print(f"\nstand-in driver runs: {len(modules)} modules assembled for sm_90a, {len(launches)} launches, "
-          f"{len(rows)} distinct kernels (manifest.jsonl, variant \"standin\")")
+          f"{len(rows)} distinct kernels (manifest.jsonl, variant \"standin\"); their {len(set(source_of.values()))} "
+          f"recorded sources compiled again with NVRTC {nvrtc.version}")
     for (origin, dtype), n in sorted(by.items()):
         print(f"  {origin:5} {dtype:6} {n:4} kernels")
     print("most launched:")

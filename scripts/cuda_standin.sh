@@ -10,8 +10,9 @@
 # Runs: gpt2 train (tiny-cpu, 2 steps) in f32, bf16 and f16 (loss scaling), gpt2 eval and
 # gpt2 sample on the f32 run's checkpoint. Not run: the 2-device run, which needs NCCL (no
 # stand-in for it; docs/gpus.md says what is unchecked). Writes OUT/standin.jsonl (every module
-# and launch), OUT/standin-ptx/*.ptx, and appends every module's kernels to OUT/manifest.jsonl
-# (scripts/cuda_kernels.py standin). Fails when a run fails, a module does not assemble or a
+# and launch), OUT/standin-ptx/*.ptx, OUT/standin-cu/*.cu (every program's CUDA C++, recorded on
+# its way to NVRTC), and adds every module's kernels to OUT/manifest.jsonl (scripts/
+# cuda_kernels.py standin, which also compiles each recorded source again with NVRTC itself). Fails when a run fails, a module does not assemble or a
 # launch breaks a limit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,16 +23,19 @@ DIR=target/cuda-standin
 mkdir -p "$DIR" "$OUT"
 cc -shared -fPIC -O1 -Wall -o "$DIR/libcuda.so.1" scripts/cuda_standin.c
 ln -sf libcuda.so.1 "$DIR/libcuda.so"
+# NVRTC through a recorder that keeps every program's source (scripts/nvrtc_recorder.c).
+cc -shared -fPIC -O1 -Wall -o "$DIR/libnvrtc.so" scripts/nvrtc_recorder.c -ldl
 # A CUDA_PATH whose include/ is a toolkit's: the runtime wheel's headers and nvcc's crt/.
 rm -rf "$DIR/cuda" && mkdir -p "$DIR/cuda/include"
 for d in "$NV/cuda_runtime/include" "$NV/cuda_nvcc/include"; do
   for f in "$d"/*; do ln -sfn "$(realpath "$f")" "$DIR/cuda/include/$(basename "$f")"; done
 done
-rm -rf "$OUT/standin-ptx" "$OUT/standin.jsonl" "$DIR/runs"
-mkdir -p "$OUT/standin-ptx" "$DIR/runs"
+rm -rf "$OUT/standin-ptx" "$OUT/standin-cu" "$OUT/standin.jsonl" "$DIR/runs"
+mkdir -p "$OUT/standin-ptx" "$OUT/standin-cu" "$DIR/runs"
 export LD_LIBRARY_PATH="$PWD/$DIR:$NV/cuda_nvrtc/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export CUDA_PATH="$PWD/$DIR/cuda" GPT2_STANDIN_PTXAS="$NV/cuda_nvcc/bin/ptxas"
 export GPT2_STANDIN_LOG="$PWD/$OUT/standin.jsonl" GPT2_STANDIN_PTX_DIR="$PWD/$OUT/standin-ptx"
+export GPT2_STANDIN_NVRTC="$NV/cuda_nvrtc/lib/libnvrtc.so.12" GPT2_STANDIN_CU_DIR="$PWD/$OUT/standin-cu"
 SHARDS=$DIR/shards
 [ -f "$SHARDS/manifest.json" ] || "$BIN" prepare --quiet --input data/sample/sotu.jsonl.gz \
   --out "$SHARDS" --min-val-tokens 4096
