@@ -8,8 +8,8 @@
 #   scripts/cuda_standin.sh GPT2_CUDA_BINARY OUT     (make check-cuda-kernels runs it)
 #
 # Runs: gpt2 train (tiny-cpu, 2 steps) in f32, bf16 and f16 (loss scaling), gpt2 eval and
-# gpt2 sample on the f32 run's checkpoint. Not run: the 2-device run, which needs NCCL (no
-# stand-in for it; docs/gpus.md says what is unchecked). Writes OUT/standin.jsonl (every module
+# gpt2 sample on the f32 run's checkpoint, and the NCCL engine up to NCCL itself. Not run: the
+# 2-device run, which needs NCCL (no stand-in for it; docs/gpus.md says what is unchecked). Writes OUT/standin.jsonl (every module
 # and launch), OUT/standin-ptx/*.ptx, OUT/standin-cu/*.cu (every program's CUDA C++, recorded on
 # its way to NVRTC), and adds every module's kernels to OUT/manifest.jsonl (scripts/
 # cuda_kernels.py standin, which also compiles each recorded source again with NVRTC itself). Fails when a run fails, a module does not assemble or a
@@ -58,4 +58,20 @@ for p in f32 bf16 f16; do
 done
 run eval eval --checkpoint "$DIR/runs/f32" --shards "$SHARDS" --device cuda --max-tokens 4096
 run sample sample --checkpoint "$DIR/runs/f32" --device cuda --prompt "The union" --max-new-tokens 8
+# The NCCL engine as far as it reaches here: a one-rank communicator (backend nccl named on one
+# process) gets through the plan and the device and stops at NCCL itself, which is never loaded,
+# with the message that says what to install. Where a real libnccl is installed this is skipped.
+echo "== nccl-1rank (stops at the NCCL library)"
+if ldconfig -p 2>/dev/null | grep -q 'libnccl\.so '; then
+  echo "skipped: a libnccl.so is installed here"
+elif "$BIN" train --quiet --config configs/train/tiny-cpu.yaml --set device.kind=cuda \
+  --set run_dir="$DIR/runs/nccl" --set data.shards="$SHARDS" --set optimizer.max_steps=2 \
+  --set optimizer.warmup_steps=1 --set distributed.backend=nccl >"$DIR/runs/nccl.log" 2>&1 ||
+  ! grep -q "libnccl.so not found: install NCCL" "$DIR/runs/nccl.log"; then
+  tail -20 "$DIR/runs/nccl.log"
+  echo "FAILED: the NCCL engine without NCCL should stop with 'libnccl.so not found'"
+  exit 1
+else
+  grep "libnccl.so not found" "$DIR/runs/nccl.log"
+fi
 "$PY" scripts/cuda_kernels.py standin "$OUT"

@@ -152,11 +152,7 @@ impl Collective {
             }
             Inner::Local => {}
             #[cfg(feature = "mpi")]
-            Inner::Mpi { world, .. } => {
-                use mpi::collective::{CommunicatorCollectives, SystemOperation};
-                let send = buf.to_vec();
-                world.all_reduce_into(&send[..], buf, SystemOperation::sum());
-            }
+            Inner::Mpi { world, .. } => mpi_sum(world, buf),
         }
     }
 
@@ -169,11 +165,7 @@ impl Collective {
             }
             Inner::Local => {}
             #[cfg(feature = "mpi")]
-            Inner::Mpi { world, .. } => {
-                use mpi::collective::{CommunicatorCollectives, SystemOperation};
-                let send = buf.to_vec();
-                world.all_reduce_into(&send[..], buf, SystemOperation::sum());
-            }
+            Inner::Mpi { world, .. } => mpi_sum(world, buf),
         }
     }
 
@@ -317,6 +309,17 @@ impl Collective {
             }
         }
     }
+}
+
+/// `buf` summed over the ranks, in place.
+#[cfg(feature = "mpi")]
+fn mpi_sum<T: mpi::datatype::Equivalence + Clone>(
+    world: &mpi::topology::SimpleCommunicator,
+    buf: &mut [T],
+) {
+    use mpi::collective::{CommunicatorCollectives, SystemOperation};
+    let send = buf.to_vec();
+    world.all_reduce_into(&send[..], buf, SystemOperation::sum());
 }
 
 /// MPI, initialised once for the process.

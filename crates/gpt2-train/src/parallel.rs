@@ -279,18 +279,29 @@ impl Layout {
             } else {
                 Tensor::cat(pieces, 0)
             };
-            match rank {
-                1 => g.register(*id, flat.reshape([shape[0]])),
-                2 => g.register(*id, flat.reshape([shape[0], shape[1]])),
-                3 => g.register(*id, flat.reshape([shape[0], shape[1], shape[2]])),
-                other => unreachable!("GPT-2 has no {other}-D parameters"),
-            }
+            debug_assert_eq!(*rank, shape.len());
+            register_flat(g, *id, shape, flat);
         }
     }
 }
 
+/// Registers `flat` in `g` as the gradient of `id`, reshaped to `shape`.
+pub(crate) fn register_flat(
+    g: &mut GradientsParams,
+    id: ParamId,
+    shape: &[usize],
+    flat: Tensor<1>,
+) {
+    match shape.len() {
+        1 => g.register(id, flat),
+        2 => g.register(id, flat.reshape([shape[0], shape[1]])),
+        3 => g.register(id, flat.reshape([shape[0], shape[1], shape[2]])),
+        other => unreachable!("GPT-2 has no {other}-D parameters"),
+    }
+}
+
 /// A parameter's gradient taken out of `g`, flattened.
-fn take_flat(g: &mut GradientsParams, id: ParamId, rank: usize) -> Tensor<1> {
+pub(crate) fn take_flat(g: &mut GradientsParams, id: ParamId, rank: usize) -> Tensor<1> {
     let missing = "every rank computes the same parameters' gradients";
     match rank {
         1 => g.remove::<1>(id).expect(missing),

@@ -25,6 +25,7 @@ use gpt2_model::{Gpt2, Gpt2Config};
 
 use crate::collective::Collective;
 use crate::optim::{param_names, AdamW};
+use crate::parallel::{register_flat, take_flat};
 
 /// Which rank owns each parameter tensor, in visit order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,25 +131,6 @@ fn to_host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
         .expect("f32 values")
 }
 
-fn flat_grad(g: &mut GradientsParams, id: burn::module::ParamId, rank: usize) -> Tensor<1> {
-    let missing = "every rank computes every parameter's gradient";
-    match rank {
-        1 => g.remove::<1>(id).expect(missing),
-        2 => g.remove::<2>(id).expect(missing).flatten(0, 1),
-        3 => g.remove::<3>(id).expect(missing).flatten(0, 2),
-        other => unreachable!("GPT-2 has no {other}-D parameters"),
-    }
-}
-
-fn register(g: &mut GradientsParams, id: burn::module::ParamId, shape: &[usize], t: Tensor<1>) {
-    match shape.len() {
-        1 => g.register(id, t),
-        2 => g.register(id, t.reshape([shape[0], shape[1]])),
-        3 => g.register(id, t.reshape([shape[0], shape[1], shape[2]])),
-        other => unreachable!("GPT-2 has no {other}-D parameters"),
-    }
-}
-
 /// Step 1: leaves in `grads` the mean over the processes of the gradients of `rank`'s own
 /// tensors, and nothing else. Each owner's tensors go as one host buffer, reduced to it.
 pub fn reduce_scatter_mean(
@@ -168,7 +150,7 @@ pub fn reduce_scatter_mean(
         let mut send = Vec::with_capacity(shards.owned(owner) as usize);
         for &i in &mine {
             let (id, d, _) = &params[i];
-            send.extend(to_host(flat_grad(grads, *id, *d)));
+            send.extend(to_host(take_flat(grads, *id, *d)));
         }
         if owner != rank {
             collective.reduce_sum_f32(owner, &send, None);
@@ -182,7 +164,7 @@ pub fn reduce_scatter_mean(
             let len: usize = shape.iter().product();
             let mean: Vec<f32> = sum[at..at + len].iter().map(|x| x / n).collect();
             at += len;
-            register(
+            register_flat(
                 grads,
                 *id,
                 shape,
