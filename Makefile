@@ -2,15 +2,18 @@
 SHELL := bash
 CARGO ?= cargo
 # Cargo features of the test build: `wgpu` adds Burn's wgpu backend (device.kind: wgpu) and its
-# test suites. The demo runs on the CPU and builds without it (DEMO_FEATURES), which keeps its
-# first build to flex's crates; the two builds share every crate whose features agree and
-# keep separate copies of the others, so neither rebuilds the other's.
+# test suites; `cuda` adds Burn's CUDA backend, so the tests' gpt2 is also the one
+# check-cuda-kernels runs against the stand-in driver (one build of Burn's crates for both
+# backends: cudarc opens libcuda and NVRTC at run time, so nothing CUDA is needed to build). The
+# demo runs on the CPU and builds without them (DEMO_FEATURES), which keeps its first build to
+# flex's crates; the two builds share every crate whose features agree and keep separate copies
+# of the others, so neither rebuilds the other's.
 # `mpi` (several processes under mpirun or srun, docs/gpus.md "Several machines") joins them
 # where Open MPI is installed (its mpicc, or pkg-config's ompi): the mpi crate binds its C
 # library at build time (with libclang). Without it the MPI tests print SKIPPED.
 comma := ,
 HAVE_MPI := $(shell { command -v mpicc || pkg-config --exists ompi; } >/dev/null 2>&1 && echo yes)
-FEATURES ?= wgpu$(if $(HAVE_MPI),$(comma)mpi)
+FEATURES ?= wgpu,cuda$(if $(HAVE_MPI),$(comma)mpi)
 DEMO_FEATURES ?=
 
 .PHONY: demo test check-cuda check-cuda-kernels gpu-bundle gpu-bundle-autotune bench bench-data bench-train bench-model bench-memory bench-kernels bench-eval fmt lint clean
@@ -27,18 +30,13 @@ test:
 	@set -o pipefail; $(CARGO) test --workspace --features "$(FEATURES)" --no-fail-fast 2>&1 | tee target/test-output.log; \
 	status=$$?; bash scripts/test-summary.sh target/test-output.log; exit $$status
 
-## Build the `cuda` gpt2 without a GPU or network (with `mpi` where Open MPI is installed, so
-## the NCCL engine's MPI rendezvous is built too; .cargo/config.toml sets DOCS_RS so the LLVM
-## bundler of cubecl-llvm downloads nothing), kept as target/cuda-standin/gpt2 for
-## check-cuda-kernels' runs under the stand-in driver. A build, not a type-check: the kernel
-## example already compiles Burn's CUDA crates, so this adds our crates and the link. In the
-## shared target dir: its proc macros and build scripts are the test build's; it replaces
-## target/debug/gpt2, which the next `make test` relinks.
-CUDA_FEATURES := cuda$(if $(HAVE_MPI),$(comma)mpi)
+## The `cuda` gpt2 and the kernel generator without a GPU or network: the test build's own
+## binaries (FEATURES has `cuda`), so after `make test` this builds nothing. A build, not a
+## type-check. .cargo/config.toml sets DOCS_RS so the LLVM bundler of cubecl-llvm downloads
+## nothing; the mpi feature builds the NCCL engine's MPI rendezvous where Open MPI is installed.
 check-cuda:
-	$(CARGO) build -p gpt2-cli --features "$(CUDA_FEATURES)"
-	mkdir -p target/cuda-standin
-	cp target/debug/gpt2 target/cuda-standin/gpt2
+	$(CARGO) build --workspace --features "$(FEATURES)" --bins --examples
+	@target/debug/gpt2 --help >/dev/null
 
 ## a. Our CubeCL kernels as the CUDA C++ cubecl-cuda generates for an A100 (sm_80) and an H100
 ## (sm_90), in f32/f16/bf16, compiled by NVIDIA's NVRTC and ptxas from PyPI wheels (no GPU or
@@ -52,9 +50,9 @@ CUDA_WHEELS := nvidia-cuda-nvrtc-cu12==12.9.86 nvidia-cuda-runtime-cu12==12.9.79
 CUDA_PY := target/py-cuda/bin/python
 check-cuda-kernels: check-cuda
 	@$(CUDA_PY) -c 'import nvidia' 2>/dev/null || { mkdir -p target && python3 -m venv target/py-cuda && $(CUDA_PY) -m pip install -q $(CUDA_WHEELS); }
-	$(CARGO) run -q -p gpt2-model --features cuda --example cuda_kernels -- target/cuda-kernels
+	target/debug/examples/cuda_kernels target/cuda-kernels
 	$(CUDA_PY) scripts/cuda_kernels.py target/cuda-kernels
-	bash scripts/cuda_standin.sh target/cuda-standin/gpt2 target/cuda-kernels
+	bash scripts/cuda_standin.sh target/debug/gpt2 target/cuda-kernels
 
 ## The `--features cuda` release binary, stripped and gzipped for a GPU machine without network
 ## (target/gpu/gpt2.gz; experiments/gpu.sh unpacks it). ~40 min from clean on 2 cores.

@@ -229,7 +229,8 @@ def ptxas_per_entry(paths, ptx_path):
 def standin(out):
     """Adds the kernels of the stand-in driver's runs (scripts/cuda_standin.sh) to the manifest:
     one row per kernel as launched on sm_90, with its origin, registers, spills, shared memory
-    and launch count; fails on a module that did not assemble or a launch past a limit."""
+    and launch count; fails on a module that did not assemble, a launch past a limit, a copy
+    outside the device allocations or an NCCL call the NCCL stand-in refused."""
     paths = wheel_paths()
     events = [json.loads(line) for line in open(os.path.join(out, "standin.jsonl"))]
     modules = [e for e in events if e["event"] == "module"]
@@ -238,6 +239,9 @@ def standin(out):
                 for m in modules if not m["assembled"]]
     failures += [f"launch of {l['kernel']} grid {l['grid']} block {l['block']} shared "
                  f"{l['shared']}: {l['why']} past the H100's limit" for l in launches if not l["ok"]]
+    failures += [f"{e['call']} (pid {e['pid']}): {e['why']}" for e in events if e["event"] == "error"]
+    nccl_calls = [e for e in events if e["event"] == "nccl"]
+    failures += [f"{e['call']} (pid {e['pid']}, rank {e.get('rank')}): {e['why']}" for e in nccl_calls if not e["ok"]]
     # The recorded CUDA C++ of each kernel (its `__global__` name), compiled again here with NVRTC
     # through ctypes, outside cubecl and cudarc, with cubecl-cuda's options for sm_90.
     nvrtc = Nvrtc(paths)
@@ -299,6 +303,10 @@ def standin(out):
           f"recorded sources compiled again with NVRTC {nvrtc.version}")
     for (origin, dtype), n in sorted(by.items()):
         print(f"  {origin:5} {dtype:6} {n:4} kernels")
+    calls = Counter((e["call"], e.get("nranks"), e.get("dtype")) for e in nccl_calls if e["ok"])
+    print(f"NCCL calls the NCCL stand-in checked and carried out: {sum(calls.values())}"
+          + "".join(f"\n  {n:6}  {c}" + (f" ({k} ranks)" if k else "") + (f" {t}" if t else "")
+                    for (c, k, t), n in sorted(calls.items(), key=str)))
     print("most launched:")
     for name, n in count.most_common(8):
         print(f"  {n:6}  {name}")
@@ -311,8 +319,8 @@ def standin(out):
         for fail in failures:
             print(f"  - {fail}")
         return 1
-    print(f"\nstand-in runs: every module assembled for sm_90a and all {len(launches)} launches within "
-          f"an H100's limits")
+    print(f"\nstand-in runs: every module assembled for sm_90a, all {len(launches)} launches within "
+          f"an H100's limits, every copy inside a live allocation, {len(nccl_calls)} NCCL calls checked")
     return 0
 
 

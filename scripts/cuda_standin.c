@@ -2,8 +2,11 @@
 // (issue 27, part 1b). cudarc opens the first `libcuda.so*` on LD_LIBRARY_PATH and looks each
 // driver function up when it is first called, so this library, found first, takes the driver's
 // place. It:
-//   - reports one H100 (sm_90, 132 SMs, 227 KiB opt-in shared memory per block, 80 GB);
-//   - keeps "device memory" in host memory (calloc) and really copies on memcpy;
+//   - reports $GPT2_STANDIN_DEVICES H100s (default 2; sm_90, 132 SMs, 227 KiB opt-in shared
+//     memory per block, 80 GB), each with its primary context, current per thread as in CUDA;
+//   - keeps "device memory" in host memory (calloc) and really copies on memcpy; every
+//     allocation is recorded with its device, and a copy that reaches outside a live allocation
+//     fails (scripts/nccl_standin.c checks NCCL's buffers against the same table);
 //   - never executes a kernel (so every number computed on the "device" is meaningless);
 //   - on cuModuleLoadData, assembles the PTX with ptxas for sm_90a ($GPT2_STANDIN_PTXAS); a
 //     failure fails the load, and so the run;
@@ -14,6 +17,7 @@
 // $GPT2_STANDIN_PTX_DIR set, every module's PTX is kept there.
 //
 //   cc -shared -fPIC -O1 -o target/cuda-standin/libcuda.so.1 scripts/cuda_standin.c
+//      scripts/nccl_standin.c -lpthread        (libnccl.so: a link to the same file)
 //
 // Used by scripts/cuda_standin.sh (`make check-cuda-kernels`), which builds it, runs a `cuda`
 // gpt2 against it and adds every module to the kernel manifest. NVRTC opens libcuda too (for
@@ -23,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <unistd.h>
 
 typedef int CUresult;
@@ -45,30 +50,44 @@ typedef struct Module {
   Function *functions;
 } Module;
 
-static FILE *log_file(void) {
+// The log: one JSON line per event, line-buffered so that several processes appending to one
+// file never split a line (each line is one write).
+FILE *gpt2_standin_log_file(void) {
   static FILE *f = NULL;
   if (!f) {
     const char *p = getenv("GPT2_STANDIN_LOG");
     f = p ? fopen(p, "a") : stderr;
     if (!f) f = stderr;
+    setvbuf(f, NULL, _IOLBF, 1 << 16);
   }
   return f;
 }
+#define log_file gpt2_standin_log_file
 
-static int ctx_token, stream_token;
+enum { MAX_DEVICES = 8 };
+static int ctx_tokens[MAX_DEVICES], stream_token;
+// The calling thread's current device (its current context), as CUDA keeps it per thread.
+static __thread int current_device;
+
+static int device_count(void) {
+  const char *v = getenv("GPT2_STANDIN_DEVICES");
+  int n = v ? atoi(v) : 2;
+  return n < 1 ? 1 : n > MAX_DEVICES ? MAX_DEVICES : n;
+}
+int gpt2_standin_current_device(void) { return current_device; }
 
 CUresult cuInit(unsigned flags) { (void)flags; return OK; }
 CUresult cuDriverGetVersion(int *v) { *v = 13040; return OK; }
-CUresult cuDeviceGetCount(int *n) { *n = 1; return OK; }
-CUresult cuDeviceGet(CUdevice *d, int ordinal) { *d = ordinal; return ordinal == 0 ? OK : INVALID_VALUE; }
+CUresult cuDeviceGetCount(int *n) { *n = device_count(); return OK; }
+CUresult cuDeviceGet(CUdevice *d, int ordinal) { *d = ordinal; return ordinal >= 0 && ordinal < device_count() ? OK : INVALID_VALUE; }
 CUresult cuDeviceGetName(char *name, int len, CUdevice d) {
   (void)d;
   snprintf(name, (size_t)len, "NVIDIA H100 80GB HBM3 (gpt2 stand-in, no kernels run)");
   return OK;
 }
 CUresult cuDeviceTotalMem_v2(size_t *bytes, CUdevice d) { (void)d; *bytes = MEMORY; return OK; }
-CUresult cuDeviceGetPCIBusId(char *id, int len, CUdevice d) { (void)d; snprintf(id, (size_t)len, "0000:00:00.0"); return OK; }
-CUresult cuDeviceGetUuid_v2(char *uuid, CUdevice d) { (void)d; memset(uuid, 7, 16); return OK; }
+CUresult cuDeviceGetPCIBusId(char *id, int len, CUdevice d) { snprintf(id, (size_t)len, "0000:%02x:00.0", 0x18 + d); return OK; }
+CUresult cuDeviceGetUuid_v2(char *uuid, CUdevice d) { memset(uuid, 7 + d, 16); return OK; }
 CUresult cuDeviceGetUuid(char *uuid, CUdevice d) { return cuDeviceGetUuid_v2(uuid, d); }
 CUresult cuDeviceGetLuid(char *luid, unsigned *mask, CUdevice d) { (void)d; memset(luid, 0, 8); *mask = 0; return OK; }
 
@@ -96,12 +115,26 @@ CUresult cuDeviceGetAttribute(int *v, int attribute, CUdevice d) {
   return OK;
 }
 
-CUresult cuDevicePrimaryCtxRetain(CUcontext *c, CUdevice d) { (void)d; *c = &ctx_token; return OK; }
+CUresult cuDevicePrimaryCtxRetain(CUcontext *c, CUdevice d) {
+  if (d < 0 || d >= device_count()) return INVALID_VALUE;
+  *c = &ctx_tokens[d];
+  return OK;
+}
 CUresult cuDevicePrimaryCtxRelease_v2(CUdevice d) { (void)d; return OK; }
 CUresult cuDevicePrimaryCtxRelease(CUdevice d) { (void)d; return OK; }
-CUresult cuCtxSetCurrent(CUcontext c) { (void)c; return OK; }
-CUresult cuCtxGetCurrent(CUcontext *c) { *c = &ctx_token; return OK; }
-CUresult cuCtxGetDevice(CUdevice *d) { *d = 0; return OK; }
+CUresult cuCtxSetCurrent(CUcontext c) {
+  if (!c) return OK;
+  int d = (int)((int *)c - ctx_tokens);
+  if (d < 0 || d >= device_count()) return INVALID_VALUE; // not a context of ours
+  current_device = d;
+  return OK;
+}
+CUresult cuCtxGetCurrent(CUcontext *c) { *c = &ctx_tokens[current_device]; return OK; }
+CUresult cuCtxPushCurrent_v2(CUcontext c) { return cuCtxSetCurrent(c); }
+CUresult cuCtxPopCurrent_v2(CUcontext *c) { if (c) *c = &ctx_tokens[current_device]; return OK; }
+CUresult cuCtxGetDevice(CUdevice *d) { *d = current_device; return OK; }
+CUresult cuDeviceCanAccessPeer(int *can, CUdevice a, CUdevice b) { *can = a != b; return OK; }
+CUresult cuCtxEnablePeerAccess(CUcontext c, unsigned f) { (void)c; (void)f; return OK; }
 CUresult cuCtxSynchronize(void) { return OK; }
 CUresult cuCtxGetStreamPriorityRange(int *least, int *greatest) { *least = 0; *greatest = -5; return OK; }
 
@@ -120,36 +153,113 @@ CUresult cuEventQuery(CUevent e) { (void)e; return OK; }
 CUresult cuEventElapsedTime(float *ms, CUevent a, CUevent b) { (void)a; (void)b; *ms = 0; return OK; }
 CUresult cuEventDestroy_v2(CUevent e) { free(e); return OK; }
 
-static size_t allocated;
+// Every live allocation, with its device: copies and NCCL's buffers are checked against it.
+typedef struct Allocation {
+  CUdeviceptr base;
+  size_t bytes;
+  int device;
+  struct Allocation *next;
+} Allocation;
+static Allocation *allocations;
+static pthread_mutex_t allocations_lock = PTHREAD_MUTEX_INITIALIZER;
+static size_t allocated[MAX_DEVICES];
+
+// Whether [p, p + n) lies inside one live allocation; its device in *device.
+int gpt2_standin_find(CUdeviceptr p, size_t n, int *device) {
+  int found = 0;
+  pthread_mutex_lock(&allocations_lock);
+  for (Allocation *a = allocations; a; a = a->next)
+    if (p >= a->base && p + n <= a->base + (a->bytes ? a->bytes : 1)) {
+      if (device) *device = a->device;
+      found = 1;
+      break;
+    }
+  pthread_mutex_unlock(&allocations_lock);
+  return found;
+}
+
+// A copy that touches device memory outside every live allocation: logged, and refused.
+static CUresult bad_copy(const char *call, CUdeviceptr p, size_t n) {
+  fprintf(log_file(), "{\"event\":\"error\",\"pid\":%d,\"call\":\"%s\",\"why\":\"%zu bytes at 0x%llx are outside every live allocation\"}\n",
+          getpid(), call, n, p);
+  return INVALID_VALUE;
+}
+#define CHECK_RANGE(call, p, n) \
+  do { if ((n) != 0 && !gpt2_standin_find((p), (n), NULL)) return bad_copy(call, (p), (n)); } while (0)
+
 CUresult cuMemAlloc_v2(CUdeviceptr *p, size_t bytes) {
   void *m = calloc(1, bytes ? bytes : 1);
-  if (!m) return 2; // OUT_OF_MEMORY
-  allocated += bytes;
+  Allocation *a = malloc(sizeof *a);
+  if (!m || !a) { free(m); free(a); return 2; } // OUT_OF_MEMORY
   *p = (CUdeviceptr)(uintptr_t)m;
+  *a = (Allocation){*p, bytes, current_device, NULL};
+  pthread_mutex_lock(&allocations_lock);
+  a->next = allocations;
+  allocations = a;
+  allocated[current_device] += bytes;
+  pthread_mutex_unlock(&allocations_lock);
   return OK;
 }
 CUresult cuMemAllocAsync(CUdeviceptr *p, size_t bytes, CUstream s) { (void)s; return cuMemAlloc_v2(p, bytes); }
-CUresult cuMemFree_v2(CUdeviceptr p) { free((void *)(uintptr_t)p); return OK; }
+CUresult cuMemFree_v2(CUdeviceptr p) {
+  Allocation *gone = NULL;
+  pthread_mutex_lock(&allocations_lock);
+  for (Allocation **a = &allocations; *a; a = &(*a)->next)
+    if ((*a)->base == p) {
+      gone = *a;
+      *a = gone->next;
+      allocated[gone->device] -= gone->bytes;
+      break;
+    }
+  pthread_mutex_unlock(&allocations_lock);
+  if (!gone) return bad_copy("cuMemFree", p, 0);
+  free(gone);
+  free((void *)(uintptr_t)p);
+  return OK;
+}
 CUresult cuMemFreeAsync(CUdeviceptr p, CUstream s) { (void)s; return cuMemFree_v2(p); }
 CUresult cuMemAllocHost_v2(void **p, size_t bytes) { *p = calloc(1, bytes ? bytes : 1); return *p ? OK : 2; }
 CUresult cuMemFreeHost(void *p) { free(p); return OK; }
 CUresult cuMemHostRegister_v2(void *p, size_t n, unsigned f) { (void)p; (void)n; (void)f; return OK; }
 CUresult cuMemHostUnregister(void *p) { (void)p; return OK; }
 CUresult cuMemGetInfo_v2(size_t *free_bytes, size_t *total) {
+  size_t used = allocated[current_device];
   *total = MEMORY;
-  *free_bytes = allocated < MEMORY ? MEMORY - allocated : 0;
+  *free_bytes = used < MEMORY ? MEMORY - used : 0;
   return OK;
 }
-CUresult cuMemcpyHtoD_v2(CUdeviceptr d, const void *h, size_t n) { memcpy((void *)(uintptr_t)d, h, n); return OK; }
+CUresult cuMemcpyHtoD_v2(CUdeviceptr d, const void *h, size_t n) {
+  CHECK_RANGE("cuMemcpyHtoD", d, n);
+  memcpy((void *)(uintptr_t)d, h, n);
+  return OK;
+}
 CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr d, const void *h, size_t n, CUstream s) { (void)s; return cuMemcpyHtoD_v2(d, h, n); }
-CUresult cuMemcpyDtoH_v2(void *h, CUdeviceptr d, size_t n) { memcpy(h, (void *)(uintptr_t)d, n); return OK; }
+CUresult cuMemcpyDtoH_v2(void *h, CUdeviceptr d, size_t n) {
+  CHECK_RANGE("cuMemcpyDtoH", d, n);
+  memcpy(h, (void *)(uintptr_t)d, n);
+  return OK;
+}
 CUresult cuMemcpyDtoHAsync_v2(void *h, CUdeviceptr d, size_t n, CUstream s) { (void)s; return cuMemcpyDtoH_v2(h, d, n); }
-CUresult cuMemcpyDtoD_v2(CUdeviceptr a, CUdeviceptr b, size_t n) { memmove((void *)(uintptr_t)a, (void *)(uintptr_t)b, n); return OK; }
+CUresult cuMemcpyDtoD_v2(CUdeviceptr a, CUdeviceptr b, size_t n) {
+  CHECK_RANGE("cuMemcpyDtoD", a, n);
+  CHECK_RANGE("cuMemcpyDtoD", b, n);
+  memmove((void *)(uintptr_t)a, (void *)(uintptr_t)b, n);
+  return OK;
+}
 CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr a, CUdeviceptr b, size_t n, CUstream s) { (void)s; return cuMemcpyDtoD_v2(a, b, n); }
-CUresult cuMemsetD8_v2(CUdeviceptr d, unsigned char v, size_t n) { memset((void *)(uintptr_t)d, v, n); return OK; }
+CUresult cuMemcpyPeerAsync(CUdeviceptr a, CUcontext ca, CUdeviceptr b, CUcontext cb, size_t n, CUstream s) {
+  (void)ca; (void)cb; (void)s;
+  return cuMemcpyDtoD_v2(a, b, n);
+}
+CUresult cuMemsetD8_v2(CUdeviceptr d, unsigned char v, size_t n) {
+  CHECK_RANGE("cuMemsetD8", d, n);
+  memset((void *)(uintptr_t)d, v, n);
+  return OK;
+}
 CUresult cuMemsetD8Async(CUdeviceptr d, unsigned char v, size_t n, CUstream s) { (void)s; return cuMemsetD8_v2(d, v, n); }
 CUresult cuMemsetD32Async(CUdeviceptr d, unsigned v, size_t n, CUstream s) {
   (void)s;
+  CHECK_RANGE("cuMemsetD32", d, 4 * n);
   unsigned *p = (unsigned *)(uintptr_t)d;
   for (size_t i = 0; i < n; i++) p[i] = v;
   return OK;
@@ -165,6 +275,12 @@ CUresult cuMemcpy2DAsync_v2(const Memcpy2D *c, CUstream s) {
   // Memory types: 1 host, 2 device (both plain host memory here).
   const char *src = c->srcMemoryType == 1 ? (const char *)c->srcHost : (const char *)(uintptr_t)c->srcDevice;
   char *dst = c->dstMemoryType == 1 ? (char *)c->dstHost : (char *)(uintptr_t)c->dstDevice;
+  if (c->Height) { // the rows' whole span on each device side
+    if (c->srcMemoryType != 1)
+      CHECK_RANGE("cuMemcpy2D", c->srcDevice + c->srcY * c->srcPitch + c->srcXInBytes, (c->Height - 1) * c->srcPitch + c->WidthInBytes);
+    if (c->dstMemoryType != 1)
+      CHECK_RANGE("cuMemcpy2D", c->dstDevice + c->dstY * c->dstPitch + c->dstXInBytes, (c->Height - 1) * c->dstPitch + c->WidthInBytes);
+  }
   for (size_t row = 0; row < c->Height; row++)
     memcpy(dst + (c->dstY + row) * c->dstPitch + c->dstXInBytes, src + (c->srcY + row) * c->srcPitch + c->srcXInBytes,
            c->WidthInBytes);
@@ -193,7 +309,8 @@ CUresult cuModuleLoadData(CUmodule *m, const void *image) {
     ok = system(cmd) == 0;
   }
   if (!dir && ok) unlink(path);
-  // The kernel names: every `.entry NAME(` of the PTX.
+  // The kernel names: every `.entry NAME(` of the PTX; the line's pieces held together.
+  flockfile(log_file());
   fprintf(log_file(), "{\"event\":\"module\",\"id\":%lu,\"ptx\":\"%s\",\"assembled\":%s,\"ptxas\":%s,\"entries\":[",
           id, dir ? path : "", ok ? "true" : "false", ptxas ? "true" : "false");
   int first = 1;
@@ -204,7 +321,7 @@ CUresult cuModuleLoadData(CUmodule *m, const void *image) {
     first = 0;
   }
   fprintf(log_file(), "]}\n");
-  fflush(log_file());
+  funlockfile(log_file());
   if (!ok) return INVALID_PTX;
   *m = calloc(1, sizeof(Module));
   return OK;
@@ -255,8 +372,8 @@ CUresult cuLaunchKernel(void *func, unsigned gx, unsigned gy, unsigned gz, unsig
   else if (gx == 0 || gy == 0 || gz == 0 || gy > 65535 || gz > 65535) why = "grid dimension";
   else if ((int)shared > f->max_dynamic_shared || (int)shared > SHARED_OPTIN) why = "dynamic shared memory";
   fprintf(log_file(),
-          "{\"event\":\"launch\",\"pid\":%d,\"kernel\":\"%s\",\"grid\":[%u,%u,%u],\"block\":[%u,%u,%u],\"shared\":%u,\"ok\":%s%s%s%s}\n",
-          getpid(), f->name, gx, gy, gz, bx, by, bz, shared, why ? "false" : "true", why ? ",\"why\":\"" : "", why ? why : "",
+          "{\"event\":\"launch\",\"pid\":%d,\"device\":%d,\"kernel\":\"%s\",\"grid\":[%u,%u,%u],\"block\":[%u,%u,%u],\"shared\":%u,\"ok\":%s%s%s%s}\n",
+          getpid(), current_device, f->name, gx, gy, gz, bx, by, bz, shared, why ? "false" : "true", why ? ",\"why\":\"" : "", why ? why : "",
           why ? "\"" : "");
   return why ? LAUNCH_OUT_OF_RESOURCES : OK;
 }

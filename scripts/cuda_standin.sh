@@ -8,12 +8,18 @@
 #   scripts/cuda_standin.sh GPT2_CUDA_BINARY OUT     (make check-cuda-kernels runs it)
 #
 # Runs: gpt2 train (tiny-cpu, 2 steps) in f32, bf16 and f16 (loss scaling), gpt2 eval and
-# gpt2 sample on the f32 run's checkpoint, and the NCCL engine up to NCCL itself. Not run: the
-# 2-device run, which needs NCCL (no stand-in for it; docs/gpus.md says what is unchecked). Writes OUT/standin.jsonl (every module
-# and launch), OUT/standin-ptx/*.ptx, OUT/standin-cu/*.cu (every program's CUDA C++, recorded on
-# its way to NVRTC), and adds every module's kernels to OUT/manifest.jsonl (scripts/
-# cuda_kernels.py standin, which also compiles each recorded source again with NVRTC itself). Fails when a run fails, a module does not assemble or a
-# launch breaks a limit.
+# gpt2 sample on the f32 run's checkpoint, the 2-device run (`device.ids: [0, 1]`: Burn's NCCL
+# collectives in one process) in f32 and bf16, and the NCCL engine between two processes (the
+# torchrun variables, its TCP rendezvous) and, where mpirun and the `mpi` feature are there,
+# under mpirun -np 2. NCCL is the stand-in of scripts/nccl_standin.c (checked first by
+# scripts/nccl_standin_test.c): every NCCL call's buffers, devices and agreement between ranks
+# are checked and the collective carried out on the host. Writes OUT/standin.jsonl (every
+# module, launch and NCCL call), OUT/standin-ptx/*.ptx, OUT/standin-cu/*.cu (every program's CUDA
+# C++, recorded on its way to NVRTC), and adds every module's kernels to OUT/manifest.jsonl
+# (scripts/cuda_kernels.py standin, which also compiles each recorded source again with NVRTC
+# itself). Fails when a run fails, a module does not assemble, a launch breaks a limit, a copy
+# leaves the device allocations, an NCCL call is refused, or a multi-device run makes no NCCL
+# all-reduce.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=$1 OUT=$2
@@ -21,8 +27,19 @@ PY=target/py-cuda/bin/python
 NV=$("$PY" -c 'import nvidia, os; print(os.path.dirname(nvidia.__path__[0] + "/x"))')
 DIR=target/cuda-standin
 mkdir -p "$DIR" "$OUT"
-cc -shared -fPIC -O1 -Wall -o "$DIR/libcuda.so.1" scripts/cuda_standin.c
+# The driver and NCCL in one library, under both names: the loader hands back the one object,
+# so NCCL checks buffers against the driver's allocations.
+cc -shared -fPIC -O1 -Wall -o "$DIR/libcuda.so.1" scripts/cuda_standin.c scripts/nccl_standin.c -lpthread
 ln -sf libcuda.so.1 "$DIR/libcuda.so"
+ln -sf libcuda.so.1 "$DIR/libnccl.so"
+cc -O1 -Wall -o "$DIR/nccl_standin_test" scripts/nccl_standin_test.c -L"$DIR" -l:libcuda.so.1 -lpthread \
+  -Wl,-rpath,"$PWD/$DIR"
+mkdir -p "$DIR/runs"
+if ! GPT2_STANDIN_LOG="$DIR/runs/nccl-selfcheck.jsonl" "$DIR/nccl_standin_test" 2>"$DIR/runs/nccl-selfcheck.log"; then
+  cat "$DIR/runs/nccl-selfcheck.log"
+  echo "FAILED: the NCCL stand-in's self-check (scripts/nccl_standin_test.c)"
+  exit 1
+fi
 # NVRTC through a recorder that keeps every program's source (scripts/nvrtc_recorder.c).
 cc -shared -fPIC -O1 -Wall -o "$DIR/libnvrtc.so" scripts/nvrtc_recorder.c -ldl
 # A CUDA_PATH whose include/ is a toolkit's: the runtime wheel's headers and nvcc's crt/.
@@ -58,20 +75,67 @@ for p in f32 bf16 f16; do
 done
 run eval eval --checkpoint "$DIR/runs/f32" --shards "$SHARDS" --device cuda --max-tokens 4096
 run sample sample --checkpoint "$DIR/runs/f32" --device cuda --prompt "The union" --max-new-tokens 8
-# The NCCL engine as far as it reaches here: a one-rank communicator (backend nccl named on one
-# process) gets through the plan and the device and stops at NCCL itself, which is never loaded,
-# with the message that says what to install. Where a real libnccl is installed this is skipped.
-echo "== nccl-1rank (stops at the NCCL library)"
-if ldconfig -p 2>/dev/null | grep -q 'libnccl\.so '; then
-  echo "skipped: a libnccl.so is installed here"
-elif "$BIN" train --quiet --config configs/train/tiny-cpu.yaml --set device.kind=cuda \
-  --set run_dir="$DIR/runs/nccl" --set data.shards="$SHARDS" --set optimizer.max_steps=2 \
-  --set optimizer.warmup_steps=1 --set distributed.backend=nccl >"$DIR/runs/nccl.log" 2>&1 ||
-  ! grep -q "libnccl.so not found: install NCCL" "$DIR/runs/nccl.log"; then
-  tail -20 "$DIR/runs/nccl.log"
-  echo "FAILED: the NCCL engine without NCCL should stop with 'libnccl.so not found'"
-  exit 1
+lines() { wc -l <"$GPT2_STANDIN_LOG"; }
+nccl_reduces() { # FROM: all-reduces of 2 ranks the stand-in carried out since line FROM of the log
+  tail -n +"$(($1 + 1))" "$GPT2_STANDIN_LOG" | grep '"event":"nccl"' | grep '"call":"ncclAllReduce"' |
+    grep '"nranks":2' | grep -c '"ok":true' || true
+}
+expect_nccl() { # NAME FROM: the run made NCCL all-reduces between 2 ranks
+  local n
+  n=$(nccl_reduces "$2")
+  echo "   $n NCCL all-reduces between 2 ranks checked"
+  if [ "$n" -eq 0 ]; then
+    echo "FAILED: $1 made no NCCL all-reduce between 2 ranks"
+    exit 1
+  fi
+}
+TRAIN2=(train --quiet --config configs/train/tiny-cpu.yaml --set device.kind=cuda --set data.shards="$SHARDS"
+  --set optimizer.max_steps=2 --set optimizer.warmup_steps=1 --set eval.tokens=2048 --set nan_policy=skip)
+# Two devices in one process: Burn's collectives (cubecl-cuda's NCCL communicators).
+for p in f32 bf16; do
+  from=$(lines)
+  run "train-2dev-$p" "${TRAIN2[@]}" --set 'device.ids=[0, 1]' --set precision="$p" \
+    --set run_dir="$DIR/runs/2dev-$p"
+  expect_nccl "train-2dev-$p" "$from"
+done
+# The NCCL engine between two processes, placed as torchrun places them (its TCP rendezvous
+# shares the NCCL id); each process drives the device of its local rank.
+echo "== nccl-2proc (RANK/WORLD_SIZE as torchrun sets them)"
+from=$(lines)
+port=$((20000 + RANDOM % 20000))
+pids=()
+for r in 0 1; do
+  RANK=$r WORLD_SIZE=2 LOCAL_RANK=$r LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port \
+    "$BIN" "${TRAIN2[@]}" --set distributed.backend=nccl --set run_dir="$DIR/runs/nccl-2proc" \
+    >"$DIR/runs/nccl-2proc-$r.log" 2>&1 &
+  pids+=($!)
+done
+for r in 0 1; do
+  if ! wait "${pids[$r]}"; then
+    tail -20 "$DIR/runs/nccl-2proc-$r.log"
+    echo "FAILED: rank $r of nccl-2proc under the stand-in driver ($DIR/runs/nccl-2proc-$r.log)"
+    exit 1
+  fi
+done
+tail -2 "$DIR/runs/nccl-2proc-0.log"
+expect_nccl nccl-2proc "$from"
+# The same under mpirun (the NCCL id goes by MPI broadcast), where Open MPI and the binary's
+# `mpi` feature are there.
+if command -v mpirun >/dev/null && "$BIN" --version | grep -q 'built with:.*mpi'; then
+  echo "== nccl-mpirun (mpirun -np 2)"
+  from=$(lines)
+  # Open MPI refuses root unless told; CI's containers run as root.
+  if ! OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubscribe -np 2 \
+    -x LD_LIBRARY_PATH -x CUDA_PATH -x GPT2_STANDIN_PTXAS -x GPT2_STANDIN_LOG -x GPT2_STANDIN_PTX_DIR \
+    -x GPT2_STANDIN_NVRTC -x GPT2_STANDIN_CU_DIR "$BIN" "${TRAIN2[@]}" --set distributed.backend=nccl \
+    --set run_dir="$DIR/runs/nccl-mpirun" >"$DIR/runs/nccl-mpirun.log" 2>&1; then
+    tail -30 "$DIR/runs/nccl-mpirun.log"
+    echo "FAILED: nccl-mpirun under the stand-in driver ($DIR/runs/nccl-mpirun.log)"
+    exit 1
+  fi
+  tail -2 "$DIR/runs/nccl-mpirun.log"
+  expect_nccl nccl-mpirun "$from"
 else
-  grep "libnccl.so not found" "$DIR/runs/nccl.log"
+  echo "== nccl-mpirun: skipped (no mpirun, or a gpt2 without the mpi feature)"
 fi
 "$PY" scripts/cuda_kernels.py standin "$OUT"

@@ -17,7 +17,13 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(
     name = "gpt2",
-    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("GPT2_GIT_COMMIT"), ")"),
+    version = concat!(
+        env!("CARGO_PKG_VERSION"),
+        " (commit ",
+        env!("GPT2_GIT_COMMIT"),
+        "), built with: ",
+        env!("GPT2_BUILT_WITH")
+    ),
     about,
     long_about = None,
     after_help = "Start with `make demo` (prepare the bundled corpus, train the tiny-cpu model); \

@@ -67,6 +67,19 @@ fn version_names_the_commit_and_help_shows_examples() {
         Some(c) => assert!(text.contains(&format!("(commit {c})")), "{text} vs {c}"),
         None => assert!(text.contains("(commit "), "{text}"),
     }
+    // ...and what it was built with, feature by feature.
+    let with = text.split("built with: ").nth(1).unwrap_or_default().trim();
+    let mut expected = vec!["cpu"];
+    for (on, name) in [
+        (cfg!(feature = "wgpu"), "wgpu"),
+        (cfg!(feature = "cuda"), "cuda"),
+        (cfg!(feature = "mpi"), "mpi"),
+    ] {
+        if on {
+            expected.push(name);
+        }
+    }
+    assert_eq!(with, expected.join(", "), "{text}");
     // The training plan names the same build commit, also when run from a directory that is not
     // this checkout (it used to ask `git` in the working directory and print "unknown").
     let built = text

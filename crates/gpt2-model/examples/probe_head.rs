@@ -4,6 +4,11 @@
 
 use std::time::Instant;
 
+// This probe uses Burn alone; in a `cuda` build it still links cubecl-llvm, whose LLVM symbols
+// only gpt2-llvm-stubs provides (gpt2-model's lib.rs does the same).
+#[cfg(feature = "cuda")]
+use gpt2_llvm_stubs as _;
+
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
