@@ -43,9 +43,10 @@ check-cuda:
 ## driver): fails on a compile error, registers x threads > 64K or shared memory over the
 ## card's limit. Writes target/cuda-kernels/{sm_80,sm_90}/*.cu|.ptx and manifest.jsonl.
 ## b. The `cuda` gpt2 of check-cuda (a prerequisite) trains tiny-cpu in f32, bf16 and
-## f16, evaluates and samples against the stand-in driver (scripts/cuda_standin.c): every
-## kernel Burn and we launch is compiled by NVRTC, assembled by ptxas for sm_90a and launched
-## within an H100's limits; none runs. Adds them to manifest.jsonl (scripts/cuda_standin.sh).
+## f16, evaluates, samples, trains on 2 devices and as 2 processes over NCCL against the stand-in
+## driver and NCCL (scripts/cuda_standin.c, nccl_standin.c): every kernel Burn and we launch is
+## compiled by NVRTC, assembled by ptxas for sm_90a and launched within an H100's limits (none
+## runs), every NCCL call checked. Adds them to manifest.jsonl (scripts/cuda_standin.sh).
 CUDA_WHEELS := nvidia-cuda-nvrtc-cu12==12.9.86 nvidia-cuda-runtime-cu12==12.9.79 nvidia-cuda-nvcc-cu12==12.9.86
 CUDA_PY := target/py-cuda/bin/python
 check-cuda-kernels: check-cuda
