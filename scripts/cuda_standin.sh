@@ -35,6 +35,10 @@ ln -sf libcuda.so.1 "$DIR/libnccl.so"
 cc -O1 -Wall -o "$DIR/nccl_standin_test" scripts/nccl_standin_test.c -L"$DIR" -l:libcuda.so.1 -lpthread \
   -Wl,-rpath,"$PWD/$DIR"
 mkdir -p "$DIR/runs"
+# Where NCCL's ranks meet (a file per communicator, removed once all ranks joined; the
+# self-check's deliberately incomplete one stays here, not in /tmp).
+export GPT2_STANDIN_NCCL_DIR="$PWD/$DIR/nccl"
+rm -rf "$GPT2_STANDIN_NCCL_DIR" && mkdir -p "$GPT2_STANDIN_NCCL_DIR"
 if ! GPT2_STANDIN_LOG="$DIR/runs/nccl-selfcheck.jsonl" "$DIR/nccl_standin_test" 2>"$DIR/runs/nccl-selfcheck.log"; then
   cat "$DIR/runs/nccl-selfcheck.log"
   echo "FAILED: the NCCL stand-in's self-check (scripts/nccl_standin_test.c)"
