@@ -430,7 +430,7 @@ fn flash_attention_shortfall(head_dim: usize, shared: usize, units: usize) -> Op
     #[cfg(any(feature = "cuda", feature = "wgpu"))]
     {
         use gpt2_model::cube::attention::{block_rows, Kernel};
-        for kernel in [Kernel::KeyValueTiles, Kernel::QueryTiles] {
+        for kernel in Kernel::ALL {
             if block_rows(head_dim, shared, units, kernel).is_none() {
                 return Some(kernel.shared_bytes_per_row(head_dim));
             }

@@ -16,12 +16,22 @@
 //!
 //! wgpu's limits shape it: at most 7 storage tensors per kernel (hence `stats` packing `L` and
 //! `D`), shared memory sized from what the adapter reports (the block shrinks to fit; 16 KiB
-//! holds blocks of 16 rows at head size 64), no float atomics (every output element has one
+//! holds blocks of 32, 16 and 8 rows for the forward, dQ and dK/dV at head size 64), no float atomics (every output element has one
 //! writer), no plane operations, and a finite sentinel instead of a −∞ literal. And lavapipe's:
 //! llvmpipe ends a shader invocation after 65,535 loop iterations in all (measured: outputs went
 //! wrong from the 448th query on at head size 64), so every loop over the head dimension is
 //! unrolled (it is known when the kernel is compiled) and only the loops over key and query
-//! blocks iterate: about `2T` iterations per unit at context `T`.
+//! blocks (and the tile copies, below) iterate.
+//!
+//! CUDA's register file shapes it too (`make check-cuda-kernels`, experiments/RESULTS.md part 9d):
+//! at head size 64 every kernel spilled at the 255-register ceiling, because NVRTC kept live
+//! whatever it could hoist or reuse across the loop over rows. So: the tile copies iterate
+//! (unrolled, their `hd` index computations were hoisted out of the block loop); dQ's dO row and
+//! dK/dV's K and V rows wait in shared memory (padded against bank conflicts), with a store to
+//! shared memory in each row iteration so the compiler cannot hoist those loads back into
+//! registers; and dQ and dK/dV add `ds·k`, `p·dO` and `ds·q` from global memory (L1), not from
+//! the tiles the dot products just read, whose loaded values it would otherwise keep live beside
+//! the accumulators. Every sum is the same as before, in the same order.
 
 use burn::backend::ops::FloatTensorOps;
 use burn::tensor::{DType, Shape};
@@ -57,19 +67,52 @@ pub fn block_rows(
 /// The three tiled kernels, for sizing their shared memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernel {
-    /// Forward and dQ: a key tile and a value tile.
-    KeyValueTiles,
-    /// dK/dV: a query tile, a dO tile and the rows' `(L, D)`.
-    QueryTiles,
+    /// Forward: a key tile and a value tile.
+    Forward,
+    /// dQ: a key tile, a value tile and each unit's own dO row.
+    Dq,
+    /// dK/dV: a query tile, a dO tile, the rows' `(L, D)` and each unit's own K and V rows.
+    DkDv,
 }
 
 impl Kernel {
-    /// Bytes of shared memory per row of a block.
+    /// Every tiled kernel, for checks that must hold for all of them.
+    pub const ALL: [Kernel; 3] = [Kernel::Forward, Kernel::Dq, Kernel::DkDv];
+
+    /// Bytes of shared memory per row of a block. A unit's own rows are padded to `hd + 1`
+    /// floats, so the 32 units of a warp reading element `d` of their rows hit 32 different
+    /// banks.
     pub fn shared_bytes_per_row(self, head_dim: usize) -> usize {
         match self {
-            Kernel::KeyValueTiles => 2 * head_dim * 4,
-            Kernel::QueryTiles => (2 * head_dim + 2) * 4,
+            Kernel::Forward => 2 * head_dim * 4,
+            // ... + one float a row for the store that pins the own rows in shared memory.
+            Kernel::Dq => (2 * head_dim + (head_dim + 1) + 1) * 4,
+            Kernel::DkDv => (2 * head_dim + 2 + 2 * (head_dim + 1) + 1) * 4,
         }
+    }
+}
+
+/// A unit's own row `row` of head `(b, h)` of `x` into its padded row of shared memory (zeros
+/// when `live` is false); only that unit reads it, so no barrier is needed.
+#[cube]
+fn load_own_row<F: Float>(
+    x: &Tensor<F>,
+    rows: &mut Shared<[f32]>,
+    b: usize,
+    h: usize,
+    row: usize,
+    live: bool,
+    #[comptime] hd: usize,
+) {
+    let base = b * x.stride(0) + h * x.stride(1) + row * x.stride(2);
+    let own = UNIT_POS_X as usize * (hd + 1);
+    #[unroll]
+    for d in 0..hd {
+        let mut value = 0.0f32.runtime();
+        if live {
+            value = f32::cast_from(x[base + d * x.stride(3)]);
+        }
+        rows[own + d] = value;
     }
 }
 
@@ -88,9 +131,11 @@ fn load_tile<F: Float>(
     #[comptime] block: usize,
 ) {
     let base = b * x.stride(0) + h * x.stride(1);
-    // `block × hd` values, `hd` per unit, unrolled: lavapipe (llvmpipe) stops a shader
-    // invocation after 65,535 loop iterations in all, so only the loops over keys may iterate.
-    #[unroll]
+    // `block × hd` values, `hd` per unit. A loop, not unrolled: unrolled, NVRTC hoisted the `hd`
+    // index computations out of the caller's block loop and kept them live (the kernels
+    // spilled). lavapipe (llvmpipe) ends a shader invocation after 65,535 loop iterations in all:
+    // this adds `2·hd` per block of rows, 17·T per unit in dK/dV at head size 64 with blocks of 8
+    // (16 KiB of shared memory), so T = 1024 stays well inside it.
     for step in 0..hd {
         let idx = step * block + UNIT_POS_X as usize;
         let r = idx / hd;
@@ -125,6 +170,28 @@ fn load_row<F: Float>(
             value = f32::cast_from(x[base + d * x.stride(3)]) * factor;
         }
         out[d] = value;
+    }
+}
+
+/// `acc += w · x[b, h, row, :]`, read from global memory (through L1). The index advances by the
+/// last stride element by element: computed from `d` instead, the compilers hoist the `hd`
+/// products `d · stride` out of the caller's loop and keep them all live.
+#[cube]
+fn add_global_row<F: Float>(
+    acc: &mut Array<f32>,
+    x: &Tensor<F>,
+    b: usize,
+    h: usize,
+    row: usize,
+    w: f32,
+    #[comptime] hd: usize,
+) {
+    let step = x.stride(3);
+    let mut idx = b * x.stride(0) + h * x.stride(1) + row * x.stride(2);
+    #[unroll]
+    for d in 0..hd {
+        acc[d] += w * f32::cast_from(x[idx]);
+        idx += step;
     }
 }
 
@@ -277,8 +344,13 @@ pub(super) fn flash_dq_kernel<F: Float>(
 
     let mut qi = Array::<f32>::new(hd);
     load_row::<F>(q, &mut qi, b, h, i, live, scale, hd);
-    let mut doi = Array::<f32>::new(hd);
-    load_row::<F>(d_o, &mut doi, b, h, i, live, 1.0f32, hd);
+    // The dO row waits in shared memory: q, dO and the accumulator in registers spilled.
+    let mut do_rows = Shared::<[f32]>::new_slice(block * (hd + 1));
+    // Written once a row iteration: a store to shared memory inside the loop keeps the compiler
+    // from hoisting the own-row loads out of it into registers (which spilled).
+    let mut pin = Shared::<[f32]>::new_slice(block);
+    load_own_row::<F>(d_o, &mut do_rows, b, h, i, live, hd);
+    let own = tid * (hd + 1);
     let mut acc = Array::<f32>::new(hd);
     #[unroll]
     for d in 0..hd {
@@ -306,12 +378,15 @@ pub(super) fn flash_dq_kernel<F: Float>(
             #[unroll]
             for d in 0..hd {
                 s += qi[d] * k_tile[jj * hd + d];
-                dp += doi[d] * v_tile[jj * hd + d];
+                dp += do_rows[own + d] * v_tile[jj * hd + d];
             }
             let ds = (s - lse_i).exp() * (dp - delta_i);
-            #[unroll]
-            for d in 0..hd {
-                acc[d] += ds * k_tile[jj * hd + d];
+            pin[tid] = ds;
+            // `ds·k` from K itself (L1), not the tile the dot product just read: both compilers
+            // would keep those 64 loaded values live beside q and the accumulator, and spill.
+            let key = kb * block + jj;
+            if key < t_len {
+                add_global_row::<F>(&mut acc, k, b, h, key, ds, hd);
             }
         }
         sync_cube();
@@ -349,10 +424,15 @@ pub(super) fn flash_dkdv_kernel<F: Float>(
     let j = kb * block + tid;
     let live = j < t_len;
 
-    let mut kj = Array::<f32>::new(hd);
-    load_row::<F>(k, &mut kj, b, h, j, live, 1.0f32, hd);
-    let mut vj = Array::<f32>::new(hd);
-    load_row::<F>(v, &mut vj, b, h, j, live, 1.0f32, hd);
+    // The unit's K and V rows wait in shared memory: with both accumulators in registers,
+    // four rows of `hd` floats per unit spilled.
+    let mut k_rows = Shared::<[f32]>::new_slice(block * (hd + 1));
+    let mut v_rows = Shared::<[f32]>::new_slice(block * (hd + 1));
+    load_own_row::<F>(k, &mut k_rows, b, h, j, live, hd);
+    load_own_row::<F>(v, &mut v_rows, b, h, j, live, hd);
+    let own = tid * (hd + 1);
+    let k_own = k_rows.slice(own, own + hd);
+    let v_own = v_rows.slice(own, own + hd);
     let mut dk_acc = Array::<f32>::new(hd);
     let mut dv_acc = Array::<f32>::new(hd);
     #[unroll]
@@ -364,6 +444,9 @@ pub(super) fn flash_dkdv_kernel<F: Float>(
     let mut do_tile = Shared::<[f32]>::new_slice(block * hd);
     let mut lse_tile = Shared::<[f32]>::new_slice(block);
     let mut delta_tile = Shared::<[f32]>::new_slice(block);
+    // Written once a row iteration: a store to shared memory inside the loop keeps the compiler
+    // from hoisting the own-row loads out of it into registers (which spilled).
+    let mut pin = Shared::<[f32]>::new_slice(block);
     // Spelled out: the cube macro translates the arithmetic, not `div_ceil`.
     #[allow(clippy::manual_div_ceil)]
     let n_blocks = (t_len + block - 1) / block;
@@ -393,15 +476,18 @@ pub(super) fn flash_dkdv_kernel<F: Float>(
             let mut dp = 0.0f32.runtime();
             #[unroll]
             for d in 0..hd {
-                s += q_tile[ii * hd + d] * kj[d];
-                dp += do_tile[ii * hd + d] * vj[d];
+                s += q_tile[ii * hd + d] * k_own[d];
+                dp += do_tile[ii * hd + d] * v_own[d];
             }
             let p = (s * scale - lse_tile[ii]).exp();
             let ds = p * (dp - delta_tile[ii]);
-            #[unroll]
-            for d in 0..hd {
-                dv_acc[d] += p * do_tile[ii * hd + d];
-                dk_acc[d] += ds * q_tile[ii * hd + d];
+            pin[tid] = p;
+            // `p·dO` and `ds·q` from dO and Q themselves (L1), not the tiles the dot products just
+            // read: kept live, those 2·hd values beside both accumulators spilled.
+            let r = first + ii;
+            if r < t_len {
+                add_global_row::<F>(&mut dv_acc, d_o, b, h, r, p, hd);
+                add_global_row::<F>(&mut dk_acc, q, b, h, r, ds, hd);
             }
         }
         sync_cube();
@@ -469,7 +555,7 @@ pub fn forward(
     let [b, nh, t, hd] = dims4(&q);
     let dtype = q.dtype;
     let client = q.client.clone();
-    let block = block_for(&q, hd, Kernel::KeyValueTiles, shared_cap);
+    let block = block_for(&q, hd, Kernel::Forward, shared_cap);
     let o = empty_device_contiguous_dtype(
         client.clone(),
         q.device.clone(),
@@ -559,7 +645,7 @@ pub fn backward(
         )
     };
     let (dq, dk, dv) = (empty(), empty(), empty());
-    let block = block_for(&q, hd, Kernel::KeyValueTiles, shared_cap);
+    let block = block_for(&q, hd, Kernel::Dq, shared_cap);
     flash_dq_kernel::launch(
         &client,
         CubeCount::Static(t.div_ceil(block) as u32, (b * nh) as u32, 1),
@@ -575,7 +661,7 @@ pub fn backward(
         block,
         dtype_to_storage_type(dtype),
     );
-    let block = block_for(&q, hd, Kernel::QueryTiles, shared_cap);
+    let block = block_for(&q, hd, Kernel::DkDv, shared_cap);
     flash_dkdv_kernel::launch(
         &client,
         CubeCount::Static(t.div_ceil(block) as u32, (b * nh) as u32, 1),
@@ -601,14 +687,24 @@ mod tests {
 
     #[test]
     fn blocks_fit_the_shared_memory_and_shrink_for_wide_heads() {
-        // 16 KiB, the WebGPU default: head size 64 → 32 rows of K and V tiles (16 KiB exactly);
-        // the dK/dV kernel's extra (L, D) per row makes that 16.
-        assert_eq!(block_rows(64, 16384, 256, Kernel::KeyValueTiles), Some(32));
-        assert_eq!(block_rows(64, 16384, 256, Kernel::QueryTiles), Some(16));
-        assert_eq!(block_rows(16, 16384, 256, Kernel::QueryTiles), Some(64));
-        assert_eq!(block_rows(64, 48 * 1024, 256, Kernel::QueryTiles), Some(64));
-        assert_eq!(block_rows(64, 16384, 8, Kernel::KeyValueTiles), Some(8));
+        // 16 KiB, the WebGPU default, head size 64: the forward's K and V tiles take 512 B a row
+        // → 32 rows (16 KiB exactly); dQ adds its padded dO row (776 B) → 16; dK/dV has Q and
+        // dO tiles, (L, D) and padded K and V rows (1,044 B) → 8.
+        assert_eq!(block_rows(64, 16384, 256, Kernel::Forward), Some(32));
+        assert_eq!(block_rows(64, 16384, 256, Kernel::Dq), Some(16));
+        assert_eq!(block_rows(64, 16384, 256, Kernel::DkDv), Some(8));
+        assert_eq!(block_rows(16, 16384, 256, Kernel::DkDv), Some(32));
+        assert_eq!(block_rows(16, 32768, 256, Kernel::DkDv), Some(64));
+        // An H100's opt-in 227 KiB: 64 rows for all three (dK/dV: 66,816 B).
+        for kernel in Kernel::ALL {
+            assert_eq!(
+                block_rows(64, 232_448, 1024, kernel),
+                Some(64),
+                "{kernel:?}"
+            );
+        }
+        assert_eq!(block_rows(64, 16384, 8, Kernel::Forward), Some(8));
         // A head too wide for the device at all.
-        assert_eq!(block_rows(4096, 16384, 256, Kernel::KeyValueTiles), None);
+        assert_eq!(block_rows(4096, 16384, 256, Kernel::Forward), None);
     }
 }

@@ -230,9 +230,13 @@ pub fn kernel_sources(card: Card) -> Result<Vec<KernelSource>, String> {
                     )
                 })
             };
-            let (kv, qt) = (rows(Kernel::KeyValueTiles)?, rows(Kernel::QueryTiles)?);
+            let (fw, dq, qt) = (
+                rows(Kernel::Forward)?,
+                rows(Kernel::Dq)?,
+                rows(Kernel::DkDv)?,
+            );
             let tiles = |block: usize| format!("hd={hd} block={block}");
-            e.emit("flash_forward", name, tiles(kv), kv as u32, |s, p, tp| {
+            e.emit("flash_forward", name, tiles(fw), fw as u32, |s, p, tp| {
                 flash_forward_kernel::FlashForwardKernel::new(
                     s,
                     p,
@@ -244,7 +248,7 @@ pub fn kernel_sources(card: Card) -> Result<Vec<KernelSource>, String> {
                     t(),
                     (),
                     hd,
-                    kv,
+                    fw,
                     ty,
                 )
             })?;
@@ -257,7 +261,7 @@ pub fn kernel_sources(card: Card) -> Result<Vec<KernelSource>, String> {
                     flash_delta_kernel::FlashDeltaKernel::new(s, p, tp, t(), t(), t(), t(), hd, ty)
                 },
             )?;
-            e.emit("flash_dq", name, tiles(kv), kv as u32, |s, p, tp| {
+            e.emit("flash_dq", name, tiles(dq), dq as u32, |s, p, tp| {
                 flash_dq_kernel::FlashDqKernel::new(
                     s,
                     p,
@@ -270,7 +274,7 @@ pub fn kernel_sources(card: Card) -> Result<Vec<KernelSource>, String> {
                     t(),
                     (),
                     hd,
-                    kv,
+                    dq,
                     ty,
                 )
             })?;
