@@ -16,8 +16,8 @@
 //!
 //! wgpu's limits shape it: at most 7 storage tensors per kernel (hence `stats` packing `L` and
 //! `D`), shared memory sized from what the adapter reports (the block shrinks to fit; 16 KiB
-//! holds blocks of 32, 16 and 8 rows for the forward, dQ and dK/dV at head size 64), no float atomics (every output element has one
-//! writer), no plane operations, and a finite sentinel instead of a −∞ literal. And lavapipe's:
+//! holds blocks of 32, 16 and 8 rows for the forward, dQ and dK/dV at head size 64), no float
+//! atomics (every output element has one writer), no plane operations, and a finite sentinel instead of a −∞ literal. And lavapipe's:
 //! llvmpipe ends a shader invocation after 65,535 loop iterations in all (measured: outputs went
 //! wrong from the 448th query on at head size 64), so every loop over the head dimension is
 //! unrolled (it is known when the kernel is compiled) and only the loops over key and query
@@ -174,8 +174,8 @@ fn load_row<F: Float>(
 }
 
 /// `acc += w · x[b, h, row, :]`, read from global memory (through L1). The index advances by the
-/// last stride element by element: computed from `d` instead, the compilers hoist the `hd`
-/// products `d · stride` out of the caller's loop and keep them all live.
+/// last stride element by element, so there are no `hd` loop-invariant products `d · stride`
+/// for the compiler to hoist out of the caller's loop (as it did with the tile copies').
 #[cube]
 fn add_global_row<F: Float>(
     acc: &mut Array<f32>,
@@ -431,6 +431,7 @@ pub(super) fn flash_dkdv_kernel<F: Float>(
     load_own_row::<F>(k, &mut k_rows, b, h, j, live, hd);
     load_own_row::<F>(v, &mut v_rows, b, h, j, live, hd);
     let own = tid * (hd + 1);
+    // The unit's rows as slices (cubecl folds them back into `own + d` indices).
     let k_own = k_rows.slice(own, own + hd);
     let v_own = v_rows.slice(own, own + hd);
     let mut dk_acc = Array::<f32>::new(hd);
