@@ -20,8 +20,8 @@
 //! atomics (every output element has one writer), no plane operations, and a finite sentinel
 //! instead of a −∞ literal. And lavapipe's: llvmpipe ends a shader invocation after 65,535
 //! loop iterations in all (measured: outputs went wrong from the 448th query on at head size
-//! 64), so every loop over the head dimension is unrolled (it is known when the kernel is compiled) and only the loops over key and query
-//! blocks (and the tile copies, below) iterate.
+//! 64), so the loops over the head dimension are unrolled (it is known when the kernel is
+//! compiled) and only the loops over key and query blocks (and the tile copies, below) iterate.
 //!
 //! CUDA's register file shapes it too (`make check-cuda-kernels`, experiments/RESULTS.md part 9d):
 //! at head size 64 every kernel spilled at the 255-register ceiling, because NVRTC kept live
