@@ -11,8 +11,10 @@ cd "$(dirname "$0")/.."
 PY=target/py-cuda/bin/python
 NV=$("$PY" -c 'import nvidia; print(nvidia.__path__[0])')
 DIR=target/cuda-standin
-[ -x "$DIR/gpt2" ] && [ -f "$DIR/libcuda.so.1" ] && [ -d "$DIR/shards" ] || {
-  echo "run make check-cuda-kernels first (it builds $DIR)" >&2
+BIN=target/debug/gpt2 # the test build's, which has the cuda feature
+[ -x "$BIN" ] && "$BIN" --version | grep -q 'built with:.*cuda' && [ -f "$DIR/libcuda.so.1" ] &&
+  [ -d "$DIR/shards" ] || {
+  echo "run make check-cuda-kernels first (it builds $BIN with cuda and $DIR)" >&2
   exit 2
 }
 export LD_LIBRARY_PATH="$PWD/$DIR:$NV/cuda_nvrtc/lib" CUDA_PATH="$PWD/$DIR/cuda"
@@ -25,7 +27,7 @@ for p in f32 bf16 f16; do
   for steps in 1 2; do
     mkdir -p "$OUT/$p-$steps/ptx"
     GPT2_STANDIN_LOG="$OUT/$p-$steps/log.jsonl" GPT2_STANDIN_PTX_DIR="$OUT/$p-$steps/ptx" \
-      "$DIR/gpt2" train --quiet -c configs/train/gpt2-117m.yaml --set precision="$p" \
+      "$BIN" train --quiet -c configs/train/gpt2-117m.yaml --set precision="$p" \
       --set data.shards="$DIR/shards" --set data.verify=false --set run_dir="$OUT/$p-$steps/run" \
       --set batch.micro_batch=16 --set batch.seq_len=1024 --set batch.total_batch_tokens=16384 \
       --set optimizer.max_tokens=null --set optimizer.max_steps=$steps --set optimizer.warmup_steps=1 \
