@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Compile the CUDA C++ of our CubeCL kernels with NVIDIA's own NVRTC and ptxas, no GPU needed.
 
-Input: OUT/sources.jsonl and the .cu files `cargo run -p gpt2-model --features cuda --example
-cuda_kernels -- OUT` writes (every kernel of ours, as cubecl-cuda would generate it for an A100
+Input: OUT/sources.jsonl and the .cu files `target/debug/examples/cuda_kernels OUT` (the test
+build's example, crates/gpt2-model/examples/cuda_kernels.rs) writes (every kernel of ours, as cubecl-cuda would generate it for an A100
 and an H100, in each dtype and comptime variant training uses).
 
 For each source:

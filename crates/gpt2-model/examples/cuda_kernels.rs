@@ -4,7 +4,10 @@
 //! entry point). `make check-cuda-kernels` then compiles them with NVRTC and ptxas
 //! (scripts/cuda_kernels.py).
 //!
-//!   cargo run -p gpt2-model --features cuda --example cuda_kernels -- target/cuda-kernels
+//!   target/debug/examples/cuda_kernels target/cuda-kernels
+//!
+//! (`make test` builds it with the workspace's features; `cargo run -p gpt2-model --features
+//! cuda --example cuda_kernels` works too, but builds Burn's crates again with other features.)
 
 use std::io::Write;
 use std::path::PathBuf;
