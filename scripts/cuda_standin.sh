@@ -106,7 +106,9 @@ done
 # shares the NCCL id); each process drives the device of its local rank.
 echo "== nccl-2proc (RANK/WORLD_SIZE as torchrun sets them)"
 from=$(lines)
-port=$((20000 + RANDOM % 20000))
+# A MASTER_PORT whose successor (where rank 0 serves the NCCL id) the kernel just handed out as
+# free, instead of a random guess that could collide with a port in use.
+port=$(("$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')" - 1))
 pids=()
 for r in 0 1; do
   RANK=$r WORLD_SIZE=2 LOCAL_RANK=$r LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port \

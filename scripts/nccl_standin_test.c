@@ -2,7 +2,8 @@
 // it: two ranks as two threads of one process and as two processes (fork), an all-reduce (avg)
 // and a broadcast whose results are compared with the arithmetic, send/recv, and the failures
 // it must report: a rank that never comes, ranks that disagree on a collective, a buffer outside
-// the device allocations, a buffer on another device. Exits non-zero on the first surprise.
+// the device allocations, a buffer on another device; and the driver's refusal of a copy past an
+// allocation. Exits non-zero when any check failed (each is printed).
 //
 //   cc -o t scripts/nccl_standin_test.c -L DIR -l:libcuda.so.1 -lpthread && GPT2_STANDIN_LOG=/dev/null ./t
 #define _GNU_SOURCE
@@ -27,6 +28,7 @@ int ncclCommDestroy(void *);
 int cuDevicePrimaryCtxRetain(void **, int);
 int cuCtxSetCurrent(void *);
 int cuMemAlloc_v2(unsigned long long *, size_t);
+int cuMemcpyHtoD_v2(unsigned long long, const void *, size_t);
 
 enum { F32 = 7, SUM = 0, AVG = 4, N = 1000 };
 static ncclUniqueId id;
@@ -67,7 +69,9 @@ static void good_rank(int rank) {
   float *other = device_buffer(1 - rank, N);
   device_buffer(rank, 1);
   EXPECT(ncclAllReduce(other, other, N, F32, SUM, comm, NULL) != 0, "a buffer of the other device was accepted");
-  EXPECT(ncclAllReduce(x, x, rank ? N : N - 1, F32, SUM, comm, NULL) != 0 || rank == 0, "different counts were accepted");
+  // Whichever rank posts second sees the mismatch; the first then waits for a part that never
+  // comes and times out: both fail.
+  EXPECT(ncclAllReduce(x, x, rank ? N : N - 1, F32, SUM, comm, NULL) != 0, "different counts were accepted on rank %d", rank);
   ncclCommDestroy(comm);
 }
 
@@ -88,6 +92,10 @@ int main(void) {
   int status = 0;
   waitpid(child, &status, 0);
   EXPECT(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the second process's checks");
+  // The driver's copies stay inside live allocations: 8 bytes from 2 before the end are refused.
+  float *edge = device_buffer(0, 4), bytes[2] = {0, 0};
+  EXPECT(cuMemcpyHtoD_v2((unsigned long long)(uintptr_t)edge + 14, bytes, 8) != 0, "a copy past an allocation was accepted");
+  EXPECT(cuMemcpyHtoD_v2((unsigned long long)(uintptr_t)edge + 8, bytes, 8) == 0, "a copy inside an allocation was refused");
   // A rank that never comes: the join times out with an error.
   ncclGetUniqueId(&id);
   device_buffer(0, 1);
